@@ -1,0 +1,1 @@
+"""admin-api: the health of every part, stats, metrics and the dashboard."""

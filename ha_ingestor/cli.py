@@ -1,0 +1,173 @@
+"""`ha-ingestor`: every service and tool of the project behind one command.
+
+Exit codes: 0 done, 1 failed, 2 a setting or argument is wrong (one line names it), 3 Home Assistant
+rejected the token (fatal by design: retrying counts toward HA's IP ban).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import uvloop
+
+from . import __version__, logs, wiring
+from .errors import AuthInvalid, SettingsError
+from .http import port_is_free
+from .settings import Settings, describe
+from .simulator.run import SimOptions
+from .simulator.run import running as simulator_running
+from .simulator.run import serve as simulator_serve
+
+log = logging.getLogger("ha_ingestor")
+
+EXIT_FAILED, EXIT_USAGE, EXIT_AUTH = 1, 2, 3
+
+
+def _run(main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
+    """Run ``main(stop)`` with SIGTERM/SIGINT setting ``stop``; map errors to exit codes."""
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    try:
+        uvloop.run(runner())
+    except SettingsError as exc:
+        print(f"ha-ingestor: setting {exc.name}: {exc.problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except AuthInvalid as exc:
+        print(f"ha-ingestor: {exc}. Not retrying: every failed login counts toward Home Assistant's IP ban. "
+              "Check HA_TOKEN.", file=sys.stderr)
+        return EXIT_AUTH
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.load(env_file=args.env_file)
+    logs.setup(settings.LOG_LEVEL, settings.LOG_FORMAT, settings.secrets())
+    return settings
+
+
+def cmd_service(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    runs = {"ingestion": wiring.run_ingestion, "enrichment": wiring.run_enrichment, "admin": wiring.run_admin}
+    return _run(lambda stop: runs[args.command](settings, stop))
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if not args.demo:
+        return _run(lambda stop: wiring.run_all(settings, stop))
+    port = args.demo_port or _free_port()
+    if not port_is_free("127.0.0.1", port):
+        print(f"ha-ingestor: --demo-port {port} is already in use", file=sys.stderr)
+        return EXIT_USAGE
+    token = secrets.token_urlsafe(32)
+    settings = settings.replace(HA_URL=f"http://127.0.0.1:{port}", HA_TOKEN=token)
+    logs.setup(settings.LOG_LEVEL, settings.LOG_FORMAT, settings.secrets())
+    options = SimOptions(port=port, token=token, rate=args.demo_rate, entities=args.demo_entities,
+                         state_dir=settings.data_dir / "simulator")
+
+    async def main(stop: asyncio.Event) -> None:
+        async with simulator_running(options):
+            log.info("demo: simulated home running; dashboard at http://%s:%d/", settings.BIND_HOST,
+                     settings.ADMIN_PORT)
+            await wiring.run_all(settings, stop)
+
+    return _run(main)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    logs.setup(args.log_level, "auto", [args.token, args.user_token])
+    if not args.token:
+        print("ha-ingestor simulate: --token is required", file=sys.stderr)
+        return EXIT_USAGE
+    options = SimOptions(host=args.host, port=args.port, token=args.token, user_token=args.user_token,
+                         rate=args.rate, entities=args.entities, count=args.count, seed=args.seed, mix=args.mix,
+                         events_log=args.events_log, state_dir=args.state_dir, report=True,
+                         paused=args.paused)
+    return _run(lambda stop: simulator_serve(options, stop))
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    if args.effective:
+        settings = Settings.load(env_file=args.env_file)
+        for name, value in settings.masked().items():
+            print(f"{name}={','.join(value) if isinstance(value, list) else value}")
+        return 0
+    for name, default, doc in describe():
+        print(f"{name:28} {default!s:28} {doc}")
+    return 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="ha-ingestor", description="Capture everything Home Assistant does into "
+                                  "InfluxDB (or an embedded SQLite store) without losing an event.")
+    top.add_argument("--version", action="version", version=f"ha-ingestor {__version__}")
+    top.add_argument("--env-file", type=Path, default=None, help="read settings from this file (default: ./.env)")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="all stages in one process (the embedded default)")
+    up.add_argument("--demo", action="store_true", help="also run a simulated home and ingest from it")
+    up.add_argument("--demo-port", type=int, default=0, help="port of the simulated home (default: a free one)")
+    up.add_argument("--demo-rate", type=float, default=10.0, help="events per second of the simulated home")
+    up.add_argument("--demo-entities", type=int, default=60)
+    up.set_defaults(func=cmd_up)
+
+    for name, text in (("ingestion", "websocket-ingestion: HA → outbox → enrichment (:8001)"),
+                       ("enrichment", "enrichment-pipeline: events → points → store (:8002)"),
+                       ("admin", "admin-api: health, stats, metrics, dashboard (:8003)")):
+        sub.add_parser(name, help=text).set_defaults(func=cmd_service)
+
+    sim = sub.add_parser("simulate", help="a simulated Home Assistant (WebSocket + REST)")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8123)
+    sim.add_argument("--token", default="", help="admin access token clients must present")
+    sim.add_argument("--user-token", default="", help="an additional non-admin token")
+    sim.add_argument("--rate", type=float, default=10.0, help="events per second (0 = as fast as possible)")
+    sim.add_argument("--entities", type=int, default=60)
+    sim.add_argument("--count", type=int, default=None, help="fire exactly this many events, report, keep serving")
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--mix", type=float, default=0.1, help="share of events that are not state changes")
+    sim.add_argument("--events-log", type=Path, default=None, help="append one line per fired event")
+    sim.add_argument("--state-dir", type=Path, default=None, help="keep states here across restarts")
+    sim.add_argument("--paused", action="store_true", help="fire nothing until POST /sim/resume")
+    sim.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sim.set_defaults(func=cmd_simulate)
+
+    st = sub.add_parser("settings", help="list every setting (or the effective values, secrets masked)")
+    st.add_argument("--effective", action="store_true")
+    st.set_defaults(func=cmd_settings)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except SettingsError as exc:
+        print(f"ha-ingestor: setting {exc.name}: {exc.problem}", file=sys.stderr)
+        return EXIT_USAGE
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    return code

@@ -1,0 +1,1 @@
+"""Transform: Home Assistant events to points, with the spool and dead letters."""

@@ -1,0 +1,168 @@
+"""enrichment-pipeline's HTTP API (:8002): events in, health, status, metrics, dead letters."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Query, Request
+from starlette.responses import PlainTextResponse, Response
+
+from ..errors import EventInvalid, StoreUnavailable
+from ..http import error, json_response, make_app
+from ..metrics import Registry
+from ..model import Batch, decode_batch, decode_event, validate
+from ..settings import HOME_ID_PATTERN
+from .pipeline import Outcome, Pipeline
+from .spool import SpoolFull
+
+_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["event_type", "time_fired"],
+    "properties": {
+        "event_type": {"type": "string", "minLength": 1, "maxLength": 255},
+        "time_fired": {"type": "string", "format": "date-time", "description": "with a UTC offset"},
+        "data": {"type": "object"},
+        "origin": {"type": "string"},
+        "context": {
+            "type": ["object", "null"],
+            "required": ["id"],
+            "properties": {"id": {"type": "string"}, "parent_id": {"type": ["string", "null"]},
+                           "user_id": {"type": ["string", "null"]}},
+        },
+    },
+}
+_BATCH_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["events"],
+    "properties": {"events": {"type": "array", "items": _EVENT_SCHEMA}, "home_id": {"type": "string"}},
+}
+_OUTCOME: dict[str, Any] = {"description": "durable: stored (200) or spooled (202)"}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "malformed JSON"},
+    413: {"description": "body over MAX_BODY_BYTES"},
+    422: {"description": "not a Home Assistant event; `field` names what is wrong"},
+    503: {"description": "store unavailable and spool full; retry later"},
+}
+
+
+def _body_spec(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _check_home(home_id: str) -> Response | None:
+    if not HOME_ID_PATTERN.match(home_id):
+        return error(422, "home_id: letters, digits, '_', '.', '-', starting with a letter or digit",
+                     field="home_id")
+    return None
+
+
+async def _answer(call: Any) -> Response:
+    try:
+        outcome: Outcome = await call
+    except EventInvalid as exc:
+        return error(422, str(exc), field=exc.field)
+    except ValueError as exc:
+        return error(400, str(exc))
+    except SpoolFull as exc:
+        return json_response({"error": f"store unavailable and spool full: {exc}"}, 503, headers={"Retry-After": "5"})
+    return json_response(outcome.as_dict(), 202 if outcome.spooled else 200)
+
+
+def build(pipeline: Pipeline, metrics: Registry, *, service: str = "enrichment-pipeline") -> FastAPI:
+    app = make_app("HA Ingestor enrichment-pipeline",
+                   "Takes Home Assistant events, enriches them into points and stores them durably.")
+    started = time.time()
+
+    @app.post("/events", openapi_extra=_body_spec(_EVENT_SCHEMA), responses={200: _OUTCOME, **_ERRORS})
+    async def post_event(request: Request, home_id: str = Query("", max_length=64)) -> Response:
+        """Store one Home Assistant event (the migration plan's own check posts here)."""
+        if (bad := _check_home(home_id)) is not None:
+            return bad
+        body = await request.body()
+
+        async def run() -> Outcome:
+            raw = decode_event(body)
+            event = validate(raw)
+            batch = Batch([raw], home_id)
+            wrapped = b'{"home_id":"' + home_id.encode() + b'","events":[' + body + b"]}"
+            return await pipeline.accept(wrapped, batch, [event])
+
+        return await _answer(run())
+
+    @app.post("/events/batch", openapi_extra=_body_spec(_BATCH_SCHEMA), responses={200: _OUTCOME, **_ERRORS})
+    async def post_batch(request: Request) -> Response:
+        """Store a batch ``{"events": [...], "home_id": "..."}``; 2xx only once it is durable."""
+        body = await request.body()
+
+        async def run() -> Outcome:
+            batch = decode_batch(body)
+            if not HOME_ID_PATTERN.match(batch.home_id):
+                raise EventInvalid("home_id", "letters, digits, '_', '.', '-', starting with a letter or digit")
+            events = [validate(raw, f"events[{i}]") for i, raw in enumerate(batch.events)]
+            return await pipeline.accept(body, batch, events)
+
+        return await _answer(run())
+
+    @app.put("/registry", openapi_extra=_body_spec({"type": "object"}))
+    async def put_registry(request: Request, home_id: str = Query("", max_length=64)) -> Response:
+        """Replace a home's registry snapshot (entities, devices, areas, floors, labels, time_zone)."""
+        if (bad := _check_home(home_id)) is not None:
+            return bad
+        try:
+            payload = orjson.loads(await request.body())
+            if not isinstance(payload, dict):
+                return error(422, "body: must be a JSON object", field="body")
+            snapshot = pipeline.registries.put(home_id, payload)
+        except orjson.JSONDecodeError as exc:
+            return error(400, f"malformed JSON: {exc}")
+        except ValueError as exc:
+            return error(422, str(exc))
+        return json_response({"home_id": home_id, "entities": len(snapshot.entities), "devices": snapshot.devices,
+                              "areas": snapshot.areas, "time_zone": snapshot.time_zone})
+
+    @app.get("/health")
+    async def health() -> Response:
+        """200 only when the store is reachable and writable; else 503 with the reason."""
+        try:
+            await pipeline.store.check()
+        except StoreUnavailable as exc:
+            return json_response({"service": service, "status": "unavailable", "reason": f"store: {exc}",
+                                  "spool": pipeline.spool.depth()}, 503)
+        return json_response({"service": service, "status": "ok", "reason": "",
+                              "spool": pipeline.spool.depth()})
+
+    @app.get("/status")
+    async def status() -> Response:
+        """Figures of this service: store, spool, dead letters, uptime."""
+        return json_response({"service": service, "uptime_s": round(time.time() - started, 3), **pipeline.status()})
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def get_metrics() -> Response:
+        """Prometheus text format."""
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/events/recent")
+    async def recent(limit: int = Query(50, ge=1, le=1000)) -> Response:
+        """The newest points in the store."""
+        try:
+            return json_response({"points": await pipeline.store.recent(limit)})
+        except StoreUnavailable as exc:
+            return error(503, f"store: {exc}")
+
+    @app.get("/deadletters")
+    async def dead_letters(limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> Response:
+        """Points the store refused for good, with the reason and the original event."""
+        return json_response({"count": pipeline.dead_letters.count,
+                              "dead_letters": await pipeline.dead_letters.page(limit, offset)})
+
+    @app.post("/deadletters/replay")
+    async def replay(ids: list[int] | None = None) -> Response:
+        """Run dead letters (all, or the given ids) through enrichment again."""
+        try:
+            return json_response(await pipeline.replay_dead_letters(ids))
+        except StoreUnavailable as exc:
+            return error(503, f"store: {exc}")
+
+    return app

@@ -1,0 +1,225 @@
+"""The ``events`` schema: a pure function from one Home Assistant event to its points.
+
+Two measurements (docs/SCHEMA.md has the full reference and example queries):
+
+``states`` — one point per ``state_changed``, at ``new_state.last_updated``.
+    tags:   entity_id, domain, device_class, unit, area, floor, device, integration, home
+    fields: value (float: numeric state, or 1/0 for on/off-like states), state (string, for
+            non-numeric states), available (bool), previous_state, previous_state_seconds, friendly_name,
+            device_manufacturer, device_model, labels, context_id, context_user_id, context_parent_id,
+            hour, weekday (integers, HA's time zone), weather_condition, weather_temperature,
+            attr_<name> (float: numbers and booleans) and attr_<name>_str (string: everything else,
+            lists and objects as JSON).
+
+``events`` — one point per any other event, at ``time_fired``.
+    tags:   event_type, domain, service, entity_id (when the event names one), home
+    fields: data (JSON), origin, context_id, context_user_id, context_parent_id, hour, weekday
+
+Every field has one type forever (an attribute that is sometimes a number and sometimes text lands in
+two fields), so a measurement never hits a field type conflict. Identity: a point is a pure function of
+its event (tags from the event and the registry), so redelivery overwrites instead of duplicating.
+``events`` points add a nanosecond offset (0–999, a hash of the event's context and data) to the
+microsecond ``time_fired``, so two different events fired in the same microsecond stay two points.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from ..model import Event, State, StateChangedData, encode, to_us
+from ..sinks.line_protocol import clip_string
+from ..sinks.point import FieldValue, Point
+from .registry import EMPTY, Snapshot
+
+STATES = "states"
+EVENTS = "events"
+UNAVAILABLE_STATES = frozenset(("unavailable", "unknown", ""))
+# homeassistant.helpers.state.state_as_number, which HA's own InfluxDB integration uses.
+ON_LIKE = frozenset(("on", "locked", "above_horizon", "open", "home"))
+OFF_LIKE = frozenset(("off", "unlocked", "below_horizon", "closed", "not_home"))
+# Attributes already written as tags or fields of their own.
+_PROMOTED = frozenset(("friendly_name", "unit_of_measurement", "device_class"))
+
+
+@dataclass(frozen=True, slots=True)
+class Weather:
+    condition: str
+    temperature: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Everything besides the event that enrichment reads: fixed for a batch."""
+
+    home_id: str = ""
+    snapshot: Snapshot = EMPTY
+    weather: Weather | None = None
+    ignore_attributes: frozenset[str] = frozenset()
+
+
+def number(text: str) -> float | None:
+    """The state as a finite float, or None."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def state_value(text: str) -> float | None:
+    """Numeric value of a state: the number itself, or 1/0 for on/off-like states."""
+    value = number(text)
+    if value is not None:
+        return value
+    if text in ON_LIKE:
+        return 1.0
+    if text in OFF_LIKE:
+        return 0.0
+    return None
+
+
+def _json(value: Any) -> str:
+    return clip_string(encode(value).decode())
+
+
+def attribute_fields(attributes: Mapping[str, Any], ignore: frozenset[str], out: dict[str, FieldValue]) -> None:
+    """attr_<name> for numbers and booleans (as float), attr_<name>_str for everything else."""
+    for key, value in attributes.items():
+        if key in _PROMOTED or key in ignore:
+            continue
+        kind = type(value)
+        if kind is float or kind is int or kind is bool:
+            as_float = float(value)
+            if math.isfinite(as_float):
+                out["attr_" + key] = as_float
+        elif kind is str:
+            out["attr_" + key + "_str"] = clip_string(value)
+        elif value is not None:
+            out["attr_" + key + "_str"] = _json(value)
+
+
+def _local_time(us: int, tz: ZoneInfo | None, out: dict[str, FieldValue]) -> None:
+    if tz is None:
+        return
+    local = datetime.fromtimestamp(us / 1_000_000, tz)
+    out["hour"] = local.hour
+    out["weekday"] = local.weekday()
+
+
+def _context_fields(context: Any, out: dict[str, FieldValue]) -> None:
+    if context is None:
+        return
+    out["context_id"] = context.id
+    if context.user_id:
+        out["context_user_id"] = context.user_id
+    if context.parent_id:
+        out["context_parent_id"] = context.parent_id
+
+
+def state_point(event: Event, data: StateChangedData, ctx: Context) -> Point:
+    entity_id = data.entity_id
+    domain = entity_id.partition(".")[0]
+    info = ctx.snapshot.get(entity_id)
+    new: State | None = data.new_state
+    old: State | None = data.old_state
+    fields: dict[str, FieldValue] = {}
+    tags: dict[str, str] = {"domain": domain, "entity_id": entity_id}
+    if ctx.home_id:
+        tags["home"] = ctx.home_id
+    if info is not None:
+        for tag, value in (("area", info.area), ("floor", info.floor), ("device", info.device),
+                           ("integration", info.platform)):
+            if value:
+                tags[tag] = value
+        if info.manufacturer:
+            fields["device_manufacturer"] = info.manufacturer
+        if info.model:
+            fields["device_model"] = info.model
+        if info.labels:
+            fields["labels"] = info.labels
+    if new is None:
+        # The entity was removed: there is no new state, so the point sits at time_fired.
+        us = to_us(event.time_fired)
+        fields["available"] = False
+        fields["removed"] = True
+    else:
+        us = to_us(new.last_updated)
+        attributes = new.attributes
+        device_class = attributes.get("device_class")
+        if isinstance(device_class, str) and device_class:
+            tags["device_class"] = device_class
+        unit = attributes.get("unit_of_measurement")
+        if isinstance(unit, str) and unit:
+            tags["unit"] = unit
+        friendly_name = attributes.get("friendly_name")
+        if isinstance(friendly_name, str):
+            fields["friendly_name"] = clip_string(friendly_name)
+        state = new.state
+        if state in UNAVAILABLE_STATES:
+            fields["available"] = False
+            fields["state"] = state
+        else:
+            fields["available"] = True
+            numeric = number(state)
+            if numeric is not None:
+                fields["value"] = numeric
+            else:
+                fields["state"] = clip_string(state)
+                if state in ON_LIKE:
+                    fields["value"] = 1.0
+                elif state in OFF_LIKE:
+                    fields["value"] = 0.0
+        attribute_fields(attributes, ctx.ignore_attributes, fields)
+        _context_fields(new.context or event.context, fields)
+    if old is not None:
+        fields["previous_state"] = clip_string(old.state)
+        if new is not None and new.state != old.state and new.last_changed and old.last_changed:
+            fields["previous_state_seconds"] = (to_us(new.last_changed) - to_us(old.last_changed)) / 1e6
+    _local_time(us, ctx.snapshot.tz, fields)
+    if ctx.weather is not None:
+        fields["weather_condition"] = ctx.weather.condition
+        if ctx.weather.temperature is not None:
+            fields["weather_temperature"] = ctx.weather.temperature
+    return Point(STATES, tuple(sorted(tags.items())), fields, us * 1000, event.raw)
+
+
+def event_offset_ns(event: Event) -> int:
+    """0–999 ns from the event's content, so same-microsecond events do not collide."""
+    context_id = event.context.id if event.context is not None else ""
+    digest = zlib.crc32(event.raw.data, zlib.crc32(f"{event.event_type}|{context_id}".encode()))
+    return digest % 1000
+
+
+def event_point(event: Event, data: Mapping[str, Any], ctx: Context) -> Point:
+    tags: dict[str, str] = {"event_type": event.event_type}
+    if ctx.home_id:
+        tags["home"] = ctx.home_id
+    entity_id = data.get("entity_id")
+    if isinstance(entity_id, str) and "." in entity_id:
+        tags["entity_id"] = entity_id
+        tags["domain"] = entity_id.partition(".")[0]
+    if event.event_type == "call_service":
+        if isinstance(data.get("domain"), str):
+            tags["domain"] = data["domain"]
+        if isinstance(data.get("service"), str):
+            tags["service"] = data["service"]
+    us = to_us(event.time_fired)
+    fields: dict[str, FieldValue] = {"data": _json(data), "origin": event.origin}
+    _context_fields(event.context, fields)
+    _local_time(us, ctx.snapshot.tz, fields)
+    return Point(EVENTS, tuple(sorted((k, v) for k, v in tags.items() if v)), fields,
+                 us * 1000 + event_offset_ns(event), event.raw)
+
+
+def to_points(event: Event, ctx: Context) -> list[Point]:
+    """The points of one event in the ``events`` schema."""
+    data = event.data
+    if isinstance(data, StateChangedData):
+        return [state_point(event, data, ctx)]
+    return [event_point(event, data, ctx)]

@@ -1,0 +1,286 @@
+"""Enrichment's core: validate a batch, turn its events into points, and make it durable.
+
+A batch is answered 2xx only once it is durable: written to the store, or appended to the spool. While
+the spool holds anything, new batches queue behind it (first in, first out) and the drainer writes them
+as soon as the store is back, honouring its Retry-After. Points the store refuses for good become dead
+letters and the rest of their batch is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import StoreUnavailable
+from ..metrics import Histogram, Registry
+from ..model import Batch, Event, RawEvent, decode_batch, decode_event, encode, to_us, validate
+from ..sinks.point import Point, Rejected, Store
+from . import enrich
+from .deadletters import DeadLetters
+from .registry import RegistryCache
+from .spool import Spool, SpoolFull
+
+log = logging.getLogger(__name__)
+
+Converter = Callable[[Event, enrich.Context], list[Point]]
+
+# End-to-end lag is recorded per event, from milliseconds to an hour-long backlog: 12 buckets a decade.
+LAG_BUCKETS = tuple(round(10 ** (k / 12) / 1000, 6) for k in range(0, 12 * 6 + 8))
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one accepted batch."""
+
+    events: int
+    stored: int = 0
+    spooled: int = 0
+    dead_lettered: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"accepted": self.events, "stored": self.stored, "spooled": self.spooled,
+                "dead_lettered": self.dead_lettered}
+
+
+def percentile_from_buckets(hist: Histogram, q: float) -> float | None:
+    """Percentile from cumulative buckets, interpolated inside the bucket it falls in."""
+    total = sum(hist.counts)
+    if total == 0:
+        return None
+    rank = q * total
+    running = 0
+    lower = 0.0
+    for bound, count in zip((*hist.buckets, hist.buckets[-1] * 2), hist.counts, strict=True):
+        if running + count >= rank and count:
+            return lower + (bound - lower) * (rank - running) / count
+        running += count
+        lower = bound
+    return hist.buckets[-1]
+
+
+class Pipeline:
+    """Turns accepted batches into stored points (or spooled batches, or dead letters)."""
+
+    def __init__(
+        self,
+        store: Store,
+        spool: Spool,
+        dead_letters: DeadLetters,
+        registries: RegistryCache,
+        metrics: Registry,
+        *,
+        convert: Converter = enrich.to_points,
+        weather_entity: str = "",
+        ignore_attributes: frozenset[str] = frozenset(),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.spool = spool
+        self.dead_letters = dead_letters
+        self.registries = registries
+        self.convert = convert
+        self.weather_entity = weather_entity
+        self.ignore_attributes = ignore_attributes
+        self.clock = clock
+        self._weather: dict[str, enrich.Weather] = {}
+        self.store_down_reason = ""
+        self.last_store_write = 0.0
+        self.last_event_time = 0.0
+        self._wake = asyncio.Event()
+        self._received = metrics.counter("events_received", "Events accepted by enrichment")
+        self._stored = metrics.counter("events_stored", "Events whose points the store acknowledged")
+        self._spooled = metrics.counter("events_spooled", "Events appended to the spool")
+        self._batches = metrics.counter("batches_received", "Batches accepted by enrichment")
+        self._rejected_batches = metrics.counter("batches_refused_spool_full", "Batches answered 503: spool full")
+        self._outages = metrics.counter("store_outages", "Times the store became unavailable")
+        self.lag = metrics.histogram("end_to_end_lag_seconds", "Event time to store acknowledgement, per event")
+        self.lag.buckets = LAG_BUCKETS
+        self.lag.counts = [0] * (len(LAG_BUCKETS) + 1)
+        metrics.gauge("store_available", "1 when the last store write succeeded",
+                      read=lambda: 0.0 if self.store_down_reason else 1.0)
+
+    # ---------------------------------------------------------------- intake
+
+    async def accept_body(self, body: bytes) -> Outcome:
+        """Decode, validate and make durable one ``{"events": [...]}`` body.
+
+        Raises EventInvalid (naming the field) or ValueError (malformed JSON) before anything is kept,
+        and SpoolFull when the store is down and the spool has no room.
+        """
+        batch = decode_batch(body)
+        events = [validate(raw, f"events[{i}]") for i, raw in enumerate(batch.events)]
+        return await self.accept(body, batch, events)
+
+    async def accept(self, body: bytes, batch: Batch, events: Sequence[Event]) -> Outcome:
+        self._received.inc(len(events))
+        self._batches.inc()
+        self._track_weather(batch.home_id, events)
+        if self.spool.batches or self.store_down_reason:
+            return await self._to_spool(batch.home_id, body, len(events))
+        try:
+            stored, dead = await self._write(batch.home_id, events)
+        except StoreUnavailable as exc:
+            self._store_down(str(exc))
+            return await self._to_spool(batch.home_id, body, len(events))
+        return Outcome(len(events), stored=stored, dead_lettered=dead)
+
+    async def _to_spool(self, home_id: str, body: bytes, count: int) -> Outcome:
+        try:
+            await self.spool.append(home_id, body, count)
+        except SpoolFull:
+            self._rejected_batches.inc()
+            raise
+        self._spooled.inc(count)
+        self._wake.set()
+        return Outcome(count, spooled=count)
+
+    def _context(self, home_id: str) -> enrich.Context:
+        return enrich.Context(home_id, self.registries.get(home_id), self._weather.get(home_id),
+                              self.ignore_attributes)
+
+    def _track_weather(self, home_id: str, events: Sequence[Event]) -> None:
+        if not self.weather_entity:
+            return
+        for event in events:
+            change = event.state_change
+            if change is not None and change.entity_id == self.weather_entity and change.new_state is not None:
+                temperature = change.new_state.attributes.get("temperature")
+                self._weather[home_id] = enrich.Weather(
+                    change.new_state.state,
+                    float(temperature) if isinstance(temperature, int | float) and not isinstance(temperature, bool)
+                    else None,
+                )
+
+    async def _write(self, home_id: str, events: Sequence[Event]) -> tuple[int, int]:
+        """Write the points of ``events``; returns (events stored, points dead-lettered)."""
+        ctx = self._context(home_id)
+        convert = self.convert
+        points = [point for event in events for point in convert(event, ctx)]
+        rejected = await self.store.write(points) if points else []
+        now = self.clock()
+        self.last_store_write = now
+        if self.store_down_reason:
+            log.info("store available again", extra={"after": self.store_down_reason})
+            self.store_down_reason = ""
+        if rejected:
+            await self.dead_letters.add(home_id, rejected, [_event_json(r.point.source) for r in rejected])
+            log.warning("store refused points for good; kept as dead letters",
+                        extra={"count": len(rejected), "first_reason": rejected[0].reason[:300]})
+        self._stored.inc(len(events))
+        self._record_lag(now, events)
+        return len(events), len(rejected)
+
+    def _record_lag(self, now: float, events: Sequence[Event]) -> None:
+        now_us = int(now * 1_000_000)
+        newest = 0
+        hist = self.lag
+        for event in events:
+            fired = to_us(event.time_fired)
+            newest = max(newest, fired)
+            hist.observe(max(0.0, (now_us - fired) / 1e6))
+        if newest:
+            self.last_event_time = newest / 1e6
+
+    def _store_down(self, reason: str) -> None:
+        if not self.store_down_reason:
+            self._outages.inc()
+            log.warning("store unavailable; spooling accepted batches", extra={"reason": reason})
+        self.store_down_reason = reason
+
+    # ---------------------------------------------------------------- drain
+
+    async def drain_forever(self, max_backoff: float = 30.0) -> None:
+        """Write spooled batches, oldest first, whenever there are any."""
+        delay = 0.5
+        while True:
+            item = await self.spool.oldest()
+            if item is None:
+                if self.store_down_reason:
+                    await self._probe_store()
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=1.0 if self.store_down_reason else None)
+                except TimeoutError:
+                    pass
+                continue
+            try:
+                batch = decode_batch(item.body)
+                events = [validate(raw) for raw in batch.events]
+                await self._write(batch.home_id, events)
+            except StoreUnavailable as exc:
+                self._store_down(str(exc))
+                wait = exc.retry_after if exc.retry_after is not None else delay
+                delay = min(max_backoff, delay * 2)
+                await asyncio.sleep(wait * random.uniform(0.8, 1.2))
+                continue
+            except Exception as exc:
+                log.error("spooled batch cannot be processed; keeping it as dead letters", extra={"error": str(exc)})
+                await self._spooled_batch_to_dead_letters(item.home_id, item.body, str(exc))
+            await self.spool.remove(item)
+            delay = 0.5
+            if not len(self.spool):
+                log.info("spool drained")
+
+    async def _probe_store(self) -> None:
+        try:
+            await self.store.check()
+        except StoreUnavailable as exc:
+            self.store_down_reason = str(exc)
+        else:
+            log.info("store available again", extra={"after": self.store_down_reason})
+            self.store_down_reason = ""
+
+    async def _spooled_batch_to_dead_letters(self, home_id: str, body: bytes, reason: str) -> None:
+        point = Point("unprocessable_batch", (), {"error": reason[:1000]}, int(self.clock() * 1e9))
+        await self.dead_letters.add(home_id, [Rejected(point, reason)], [body])
+
+    # ---------------------------------------------------------------- dead letters
+
+    async def replay_dead_letters(self, ids: Sequence[int] | None = None) -> dict[str, int]:
+        """Run dead letters through enrichment again; those the store takes are removed."""
+        taken = await self.dead_letters.take(ids)
+        written: list[int] = []
+        refused: list[tuple[int, str]] = []
+        for letter_id, home_id, event_json in taken:
+            try:
+                event = validate(decode_event(event_json))
+                points = self.convert(event, self._context(home_id))
+                rejected = await self.store.write(points)
+            except StoreUnavailable:
+                raise
+            except Exception as exc:
+                refused.append((letter_id, f"replay failed: {exc}"))
+                continue
+            if rejected:
+                refused.append((letter_id, rejected[0].reason))
+            else:
+                written.append(letter_id)
+        await self.dead_letters.resolve(written, refused)
+        return {"replayed": len(taken), "written": len(written), "still_refused": len(refused)}
+
+    # ---------------------------------------------------------------- status
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "store": dict(self.store.describe()),
+            "store_available": not self.store_down_reason,
+            "store_reason": self.store_down_reason,
+            "spool": self.spool.depth(),
+            "dead_letters": self.dead_letters.count,
+            "last_store_write": self.last_store_write or None,
+            "last_event_time": self.last_event_time or None,
+            "homes": sorted(self.registries.homes()),
+        }
+
+
+def _event_json(source: Any) -> bytes:
+    if isinstance(source, RawEvent):
+        return encode(source)
+    if isinstance(source, bytes):
+        return source
+    return encode(source)

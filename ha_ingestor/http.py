@@ -1,0 +1,187 @@
+"""HTTP plumbing shared by the three services: the request guard, JSON responses, the server runner.
+
+The guard is plain ASGI and runs before any route: it enforces the body limit (413, whether or not the
+client sent Content-Length) and, when ``API_TOKEN`` is set, the bearer token on every path but
+``/health`` (401, compared in constant time). Routes therefore never see an oversized or
+unauthenticated request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Generator, Iterable, MutableMapping
+from typing import Any
+
+import orjson
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+OPEN_PATHS = frozenset({"/health"})
+
+
+def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(content), status_code=status, media_type="application/json", headers=headers)
+
+
+def error(status: int, message: str, **extra: Any) -> Response:
+    return json_response({"error": message, **extra}, status)
+
+
+async def _send_error(send: Send, status: int, message: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    body = orjson.dumps({"error": message})
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Guard:
+    """Body size limit and bearer-token authentication in front of an ASGI app."""
+
+    def __init__(self, app: ASGIApp, *, max_body: int, token: str = "", open_paths: frozenset[str] = OPEN_PATHS):
+        self.app = app
+        self.max_body = max_body
+        self.token = token.encode()
+        self.open_paths = open_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.token and scope["path"] not in self.open_paths and not self._authorized(scope):
+            await _send_error(send, 401, "missing or wrong bearer token (Authorization: Bearer <API_TOKEN>)",
+                              [(b"www-authenticate", b'Bearer realm="ha-ingestor"')])
+            return
+        length = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    await _send_error(send, 400, "malformed Content-Length header")
+                    return
+        if length is not None and length > self.max_body:
+            await _send_error(send, 413, f"body of {length} bytes is over the limit of {self.max_body} bytes")
+            return
+        if scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            await self.app(scope, receive, send)
+            return
+        # Read the whole body here, so a chunked body over the limit is refused before the app runs.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                await _send_error(send, 413, f"body is over the limit of {self.max_body} bytes")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    def _authorized(self, scope: Scope) -> bool:
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, credentials = value.partition(b" ")
+                return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self.token)
+        return False
+
+
+def make_app(title: str, description: str) -> FastAPI:
+    """A FastAPI app whose errors are JSON ``{"error": ...}`` and never leak a traceback."""
+    app = FastAPI(title=title, description=description, version=_version(), docs_url="/docs", redoc_url=None)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return error(422, f"{where}: {first.get('msg', 'invalid')}", field=where)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error serving %s %s", request.method, request.url.path)
+        return error(500, "internal error (logged)")
+
+    return app
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+class Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to the caller, so several can share one process."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def server(app: ASGIApp, host: str, port: int) -> Server:
+    config = uvicorn.Config(
+        app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
+        http="httptools", ws="none", timeout_graceful_shutdown=30, server_header=False,
+    )
+    return Server(config)
+
+
+async def serve_until(servers: list[Server], stop: asyncio.Event) -> None:
+    """Run the servers until ``stop`` is set, then shut them down gracefully (in-flight requests finish)."""
+    tasks = [asyncio.create_task(s.serve(), name=f"http:{s.config.port}") for s in servers]
+    try:
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stopper and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+            if task is not stopper:
+                raise OSError(f"HTTP server on port {task.get_name()} stopped by itself")
+    finally:
+        for s in servers:
+            s.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+        stopper.cancel()
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True

@@ -1,0 +1,51 @@
+"""websocket-ingestion's HTTP API (:8001): health, status, metrics, gaps and refused events."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import FastAPI, Query
+from starlette.responses import PlainTextResponse, Response
+
+from ..http import json_response, make_app
+from ..metrics import Registry
+from .service import Ingestion
+
+
+def build(ingestion: Ingestion, metrics: Registry, *, service: str = "websocket-ingestion") -> FastAPI:
+    app = make_app("HA Ingestor websocket-ingestion",
+                   "Captures Home Assistant's events into a durable outbox and forwards them to enrichment.")
+    started = time.time()
+
+    @app.get("/health")
+    async def health() -> Response:
+        """200 only while authenticated to Home Assistant and subscribed; else 503 with the reason."""
+        body = {"service": service, "status": "ok" if ingestion.healthy else "unavailable",
+                "reason": "" if ingestion.healthy else f"home assistant: {ingestion.reason or ingestion.state}",
+                "ha_state": ingestion.state, "subscribed_to": ingestion.subscribed_to or ["all"],
+                "outbox_events": ingestion.outbox.count, "forwarding": ingestion.forwarder.problem or "ok"}
+        return json_response(body, 200 if ingestion.healthy else 503)
+
+    @app.get("/status")
+    async def status() -> Response:
+        """Figures of this service: HA connection, outbox, forwarder, backfill."""
+        return json_response({"service": service, "uptime_s": round(time.time() - started, 3), **ingestion.status()})
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def get_metrics() -> Response:
+        """Prometheus text format."""
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/gaps")
+    async def gaps(limit: int = Query(100, ge=1, le=1000)) -> Response:
+        """Windows in which the live stream was interrupted, newest first, and what backfill recovered.
+        Only states are recovered: other events (call_service, automation_triggered, custom) of a
+        window are lost."""
+        return json_response({"gaps": [g.as_dict() for g in await ingestion.outbox.gaps(None, limit)]})
+
+    @app.get("/rejected")
+    async def rejected(limit: int = Query(100, ge=1, le=1000)) -> Response:
+        """Events enrichment refused for good (HTTP 4xx), kept instead of dropped."""
+        return json_response({"rejected": await ingestion.outbox.rejected(limit)})
+
+    return app

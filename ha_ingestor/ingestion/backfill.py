@@ -1,0 +1,161 @@
+"""Gap backfill: what happened while the live stream was down, fetched from HA's recorder.
+
+A gap runs from the watermark (the newest live event made durable) to the moment the new subscription
+was live. Backfill asks ``history/history_during_period`` for it — all known entities, every change
+(``significant_changes_only: false``), no start-time state — in windows that keep HA's replies small,
+and turns consecutive states of an entity into ``state_changed`` events (``old_state`` = the previous
+row). They enter the outbox like live events and yield the very points the live events would have:
+a point's identity is its entity and ``last_updated``, so the overlap at both ends of a gap overwrites
+instead of duplicating.
+
+Limits (also in docs/OPERATIONS.md): only states can be recovered — ``call_service``,
+``automation_triggered`` and custom events of the window are gone, and the gap is reported in /status;
+entities the recorder excludes, and anything older than its ``purge_keep_days``, cannot be backfilled;
+HA's recorder strips some attributes it does not record (e.g. a light's ``effect_list``), so a
+backfilled point may hold fewer attribute fields than a live one; its context fields are empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from ..errors import CommandFailed
+from ..metrics import Registry
+from ..model import encode, iso_from_us
+from .filter import EventFilter
+from .outbox import Gap, Outbox
+
+log = logging.getLogger(__name__)
+
+Call = Callable[[dict[str, Any], float], Awaitable[Any]]
+
+OVERLAP_US = 1000  # HA's history bounds are strict on both ends: windows overlap by 1 ms
+MIN_WINDOW_US, MAX_WINDOW_US = 1_000_000, 3_600_000_000
+TARGET_ROWS = 5_000  # aim for replies of about this many states (a few MB)
+
+
+def _state(entity_id: str, row: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """A compressed history row → (last_updated µs, a full state object like a live event's)."""
+    updated_us = round(float(row["lu"]) * 1_000_000)
+    changed_us = round(float(row["lc"]) * 1_000_000) if row.get("lc") else updated_us
+    updated = iso_from_us(updated_us)
+    return updated_us, {
+        "entity_id": entity_id,
+        "state": str(row.get("s", "")),
+        "attributes": row.get("a") or {},
+        "last_changed": iso_from_us(changed_us),
+        "last_reported": updated,
+        "last_updated": updated,
+        "context": None,
+    }
+
+
+def history_events(
+    result: dict[str, list[dict[str, Any]]], previous: dict[str, tuple[int, dict[str, Any]]],
+) -> list[dict[str, Any]]:
+    """Turn one history reply into state_changed events; ``previous`` carries each entity's last state
+    across windows (rows at or before it are the overlap and skipped)."""
+    events: list[dict[str, Any]] = []
+    for entity_id, rows in result.items():
+        for row in rows:
+            if not isinstance(row, dict) or "lu" not in row:
+                continue
+            updated_us, state = _state(entity_id, row)
+            before = previous.get(entity_id)
+            if before is not None and updated_us <= before[0]:
+                continue
+            events.append({
+                "event_type": "state_changed",
+                "data": {"entity_id": entity_id, "old_state": before[1] if before else None, "new_state": state},
+                "origin": "BACKFILL",
+                "time_fired": state["last_updated"],
+                "context": None,
+            })
+            previous[entity_id] = (updated_us, state)
+    events.sort(key=lambda e: e["time_fired"])
+    return events
+
+
+class Backfiller:
+    def __init__(
+        self, outbox: Outbox, event_filter: EventFilter, metrics: Registry, *, margin_s: float = 10.0,
+        max_hours: float = 240.0, entity_chunk: int = 200, wait_room: Callable[[], Awaitable[None]] | None = None,
+        on_appended: Callable[[], None] | None = None,
+    ) -> None:
+        self.outbox = outbox
+        self.filter = event_filter
+        self.margin_us = int(margin_s * 1_000_000)
+        self.max_us = int(max_hours * 3600 * 1_000_000)
+        self.entity_chunk = entity_chunk
+        self.wait_room = wait_room
+        self.on_appended = on_appended or (lambda: None)
+        self.running: Gap | None = None
+        self._events = metrics.counter("events_backfilled", "state_changed events recovered from HA's recorder")
+        self._gaps = metrics.counter("gaps_backfilled", "Gaps in the live stream that backfill filled")
+
+    async def fill_pending(self, call: Call, entity_ids: Sequence[str]) -> None:
+        """Fill every pending gap over this connection (``call`` sends a command)."""
+        for gap in await self.outbox.gaps("pending"):
+            self.running = gap
+            try:
+                states = await self.fill(gap, call, entity_ids)
+            except CommandFailed as exc:
+                log.error("backfill failed", extra={"gap": gap.id, "error": str(exc)})
+                await self.outbox.finish_gap(gap.id, "failed", 0, str(exc))
+                continue
+            finally:
+                self.running = None
+            await self.outbox.finish_gap(gap.id, "done", states)
+            self._gaps.inc()
+            log.info("gap backfilled", extra={
+                "gap": gap.id, "states": states, "seconds": round(((gap.end_us or 0) - gap.start_us) / 1e6, 1)})
+
+    async def fill(self, gap: Gap, call: Call, entity_ids: Sequence[str]) -> int:
+        end = (gap.end_us or int(time.time() * 1_000_000)) + self.margin_us
+        start = max(gap.start_us - self.margin_us, end - self.max_us)
+        ids = sorted(set(entity_ids))
+        previous: dict[str, tuple[int, dict[str, Any]]] = {}
+        window = 60_000_000
+        total = 0
+        cursor = start
+        while cursor < end:
+            upper = min(end, cursor + window)
+            rows = 0
+            for offset in range(0, len(ids), self.entity_chunk):
+                result = await call({
+                    "type": "history/history_during_period",
+                    "start_time": iso_from_us(cursor - OVERLAP_US),
+                    "end_time": iso_from_us(upper + OVERLAP_US),
+                    "entity_ids": ids[offset : offset + self.entity_chunk],
+                    "include_start_time_state": False,
+                    "significant_changes_only": False,
+                    "minimal_response": False,
+                    "no_attributes": False,
+                }, 120.0)
+                if not isinstance(result, dict):
+                    continue
+                rows += sum(len(v) for v in result.values() if isinstance(v, list))
+                events = [e for e in history_events(result, previous) if self.filter.accepts(e)]
+                total += await self._append(events)
+            cursor = upper
+            # Keep replies near TARGET_ROWS: a busy home gets short windows, a quiet one long ones.
+            if rows > TARGET_ROWS:
+                window = max(MIN_WINDOW_US, window // 2)
+            elif rows < TARGET_ROWS // 4:
+                window = min(MAX_WINDOW_US, window * 2)
+        return total
+
+    async def _append(self, events: list[dict[str, Any]]) -> int:
+        for offset in range(0, len(events), 2000):
+            chunk = events[offset : offset + 2000]
+            if self.wait_room is not None:
+                await self.wait_room()
+            await self.outbox.append([encode(e) for e in chunk])
+            self._events.inc(len(chunk))
+            self.on_appended()
+            await asyncio.sleep(0)
+        return len(events)

@@ -1,0 +1,118 @@
+"""The forwarder: outbox → hop, in order, one batch in flight, removed only after enrichment's 2xx.
+
+A batch closes at ``BATCH_MAX_EVENTS`` or when its first event has waited ``BATCH_MAX_DELAY_MS``.
+Transient failures (enrichment down, timeouts, 5xx, 429, spool full) are retried forever with capped,
+jittered backoff: the events are safe in the outbox meanwhile. A 4xx is never retried as is: 413 splits
+the batch, 400/422 bisect it until the refused events stand alone (they move to the outbox's
+``rejected`` table, visible in /status), and 401/403 wait for a person to fix the token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Sequence
+
+from ..errors import HopRejected, HopUnavailable
+from ..hop.base import Hop
+from ..metrics import Registry
+from .outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+Row = tuple[int, bytes]
+
+
+class Forwarder:
+    def __init__(
+        self, outbox: Outbox, hop: Hop, metrics: Registry, *, home_id: str = "", max_events: int = 1000,
+        max_delay: float = 0.05, max_backoff: float = 30.0,
+    ) -> None:
+        self.outbox = outbox
+        self.hop = hop
+        self.home_id = home_id
+        self.max_events = max_events
+        self.max_delay = max_delay
+        self.max_backoff = max_backoff
+        self.new_rows = asyncio.Event()
+        self.problem = ""  # why forwarding is stuck, for /health and /status
+        self.last_forward = 0.0
+        self._sent = metrics.counter("events_forwarded", "Events enrichment took (2xx)")
+        self._batches = metrics.counter("batches_forwarded", "Batches enrichment took (2xx)")
+        self._retries = metrics.counter("hop_retries", "Hop requests retried after a transient failure")
+
+    def notify(self) -> None:
+        """Called after each outbox commit."""
+        self.new_rows.set()
+
+    async def run(self) -> None:
+        while True:
+            rows = await self.outbox.peek(0, self.max_events)
+            if not rows:
+                self.new_rows.clear()
+                await self.new_rows.wait()
+                continue
+            if len(rows) < self.max_events and self.max_delay > 0:
+                # Let the batch fill: wait out the delay unless enough rows arrive sooner.
+                deadline = time.monotonic() + self.max_delay
+                while len(rows) < self.max_events and (remaining := deadline - time.monotonic()) > 0:
+                    self.new_rows.clear()
+                    try:
+                        await asyncio.wait_for(self.new_rows.wait(), remaining)
+                    except TimeoutError:
+                        break
+                    if self.outbox.count >= self.max_events:
+                        break
+                rows = await self.outbox.peek(0, self.max_events)
+            await self.deliver(rows)
+
+    async def deliver(self, rows: Sequence[Row]) -> None:
+        """Deliver rows until enrichment took them (or refused some for good); then remove them."""
+        delay = 0.2
+        while True:
+            try:
+                await self._send(rows)
+                break
+            except HopUnavailable as exc:
+                self._note(f"enrichment unavailable: {exc}")
+                wait = exc.retry_after if exc.retry_after is not None else delay
+                delay = min(self.max_backoff, delay * 2)
+            except HopRejected as exc:
+                if exc.status in (401, 403):
+                    self._note(f"enrichment refused our credentials (HTTP {exc.status}): check API_TOKEN")
+                    wait = self.max_backoff
+                else:  # pragma: no cover - _send handles every other 4xx
+                    raise
+            self._retries.inc()
+            await asyncio.sleep(wait * random.uniform(0.5, 1.0))
+        if self.problem:
+            log.info("forwarding resumed", extra={"after": self.problem})
+            self.problem = ""
+        self.last_forward = time.time()
+
+    async def _send(self, rows: Sequence[Row]) -> None:
+        """Send rows; split on 413, bisect on 400/422; raise HopUnavailable / HopRejected(401/403)."""
+        try:
+            await self.hop.send(self.home_id, [body for _, body in rows])
+        except HopRejected as exc:
+            if exc.status in (401, 403):
+                raise
+            if len(rows) == 1:
+                log.error("enrichment refused an event for good; kept in the outbox's rejected table",
+                          extra={"status": exc.status, "reason": exc.reason[:300]})
+                await self.outbox.reject(rows, f"HTTP {exc.status}: {exc.reason}")
+                return
+            middle = len(rows) // 2
+            await self._send(rows[:middle])
+            await self._send(rows[middle:])
+            return
+        await self.outbox.remove([row_id for row_id, _ in rows])
+        self._sent.inc(len(rows))
+        self._batches.inc()
+
+    def _note(self, problem: str) -> None:
+        if problem != self.problem:
+            log.warning("forwarding delayed", extra={"reason": problem})
+        self.problem = problem

@@ -1,0 +1,198 @@
+"""The durable outbox: every event is here before it is forwarded, and leaves only once enrichment took it.
+
+One SQLite file (WAL) in ``DATA_DIR/ingestion/outbox.sqlite`` with:
+
+* ``outbox``   events in arrival order, as the JSON that is forwarded;
+* ``meta``     the watermark (time of the newest live event made durable) and the entity ids seen;
+* ``gaps``     windows in which the live stream was interrupted, and what backfill did about them;
+* ``rejected`` events enrichment refused for good (HTTP 4xx), kept for inspection instead of lost.
+
+Appends are group commits: the writer takes everything that queued up while the previous commit ran and
+commits it in one transaction, so the cost of a commit (and of an fsync with ``OUTBOX_SYNC=full``) is
+shared by all the events that arrived meanwhile.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..metrics import Registry
+from ..sqlite import SqliteWorker, transaction
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS gaps (
+    id INTEGER PRIMARY KEY,
+    start_us INTEGER NOT NULL,
+    end_us INTEGER,
+    reason TEXT NOT NULL,
+    status TEXT NOT NULL,          -- open | pending | done | failed
+    states INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    finished REAL,
+    error TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS rejected (id INTEGER PRIMARY KEY, created REAL NOT NULL, reason TEXT NOT NULL,
+                                     body BLOB NOT NULL);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    id: int
+    start_us: int
+    end_us: int | None
+    reason: str
+    status: str
+    states: int
+    created: float
+    finished: float | None
+    error: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "start_us": self.start_us, "end_us": self.end_us, "reason": self.reason,
+            "status": self.status, "states_backfilled": self.states, "created": self.created,
+            "finished": self.finished, "error": self.error,
+            "seconds": None if self.end_us is None else round((self.end_us - self.start_us) / 1e6, 3),
+        }
+
+
+class Outbox:
+    def __init__(self, path: Path, *, max_events: int, synchronous: str, metrics: Registry) -> None:
+        self.db = SqliteWorker(path, synchronous=synchronous.upper(), schema=SCHEMA)
+        self.max_events = max_events
+        self.count = int(self.db.run_sync(lambda: self.db.conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]))
+        self.bytes_in = 0
+        self._in = metrics.counter("outbox_in_events", "Events appended to the outbox")
+        self._out = metrics.counter("outbox_out_events", "Events removed from the outbox after enrichment took them")
+        self._in_bytes = metrics.counter("outbox_in_bytes", "Bytes appended to the outbox")
+        self._commits = metrics.counter("outbox_commits", "Outbox transactions")
+        self._commit_time = metrics.histogram("outbox_commit_seconds", "Time of one outbox commit")
+        self._rejected = metrics.counter("events_rejected_by_enrichment", "Events enrichment refused for good")
+        metrics.gauge("outbox_events", "Events waiting in the outbox", read=lambda: self.count)
+        metrics.gauge("outbox_limit_events", "Outbox limit", read=lambda: self.max_events)
+
+    @property
+    def full(self) -> bool:
+        return self.count >= self.max_events
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ----------------------------------------------------------- append / read / remove
+
+    async def append(self, bodies: Sequence[bytes], watermark_us: int | None = None) -> None:
+        """Durably append events in one transaction; move the watermark with them when given."""
+
+        def _write(conn: sqlite3.Connection) -> None:
+            conn.executemany("INSERT INTO outbox (body) VALUES (?)", [(b,) for b in bodies])
+            if watermark_us is not None:
+                conn.execute("INSERT INTO meta (key, value) VALUES ('watermark_us', ?) "
+                             "ON CONFLICT (key) DO UPDATE SET value = excluded.value "
+                             "WHERE CAST(excluded.value AS INTEGER) > CAST(meta.value AS INTEGER)",
+                             (str(watermark_us),))
+
+        started = time.perf_counter()
+        await self.db.run(transaction, self.db.conn, _write)
+        self._commit_time.observe(time.perf_counter() - started)
+        self._commits.inc()
+        self.count += len(bodies)
+        self._in.inc(len(bodies))
+        size = sum(len(b) for b in bodies)
+        self.bytes_in += size
+        self._in_bytes.inc(size)
+
+    async def peek(self, after_id: int, limit: int) -> list[tuple[int, bytes]]:
+        """The oldest events with id > after_id."""
+        return await self.db.run(lambda: self.db.conn.execute(
+            "SELECT id, body FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)).fetchall())
+
+    async def remove(self, ids: Sequence[int]) -> None:
+        """Remove forwarded events (contiguous runs are removed by range)."""
+        if not ids:
+            return
+        first, last = ids[0], ids[-1]
+
+        def _delete(conn: sqlite3.Connection) -> int:
+            if last - first + 1 == len(ids):
+                return conn.execute("DELETE FROM outbox WHERE id BETWEEN ? AND ?", (first, last)).rowcount
+            return conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids]).rowcount
+
+        removed = await self.db.run(transaction, self.db.conn, _delete)
+        self.count -= removed
+        self._out.inc(removed)
+
+    async def reject(self, rows: Sequence[tuple[int, bytes]], reason: str) -> None:
+        """Move events enrichment refused for good out of the outbox, into ``rejected``."""
+        now = time.time()
+
+        def _move(conn: sqlite3.Connection) -> None:
+            conn.executemany("INSERT INTO rejected (created, reason, body) VALUES (?, ?, ?)",
+                             [(now, reason, body) for _, body in rows])
+            conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i, _ in rows])
+
+        await self.db.run(transaction, self.db.conn, _move)
+        self.count -= len(rows)
+        self._rejected.inc(len(rows))
+
+    async def rejected(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = await self.db.run(lambda: self.db.conn.execute(
+            "SELECT id, created, reason, body FROM rejected ORDER BY id DESC LIMIT ?", (limit,)).fetchall())
+        return [{"id": i, "created": c, "reason": r, "event": orjson.loads(b)} for i, c, r, b in rows]
+
+    # ----------------------------------------------------------- meta
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.run_sync(lambda: self.db.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone())
+        return None if row is None else str(row[0])
+
+    async def set_meta(self, key: str, value: str) -> None:
+        await self.db.run(lambda: self.db.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value)))
+
+    @property
+    def watermark_us(self) -> int | None:
+        value = self.get_meta("watermark_us")
+        return int(value) if value else None
+
+    # ----------------------------------------------------------- gaps
+
+    async def open_gap(self, start_us: int, reason: str) -> int:
+        """Record that the live stream stopped at ``start_us`` (its end is not known yet)."""
+        def _insert() -> int:
+            cursor = self.db.conn.execute(
+                "INSERT INTO gaps (start_us, reason, status, created) VALUES (?, ?, 'open', ?)",
+                (start_us, reason, time.time()))
+            return int(cursor.lastrowid or 0)
+
+        return await self.db.run(_insert)
+
+    async def close_open_gaps(self, end_us: int) -> None:
+        """The live stream is back: every open gap ends now and awaits backfill."""
+        await self.db.run(lambda: self.db.conn.execute(
+            "UPDATE gaps SET end_us = ?, status = 'pending' WHERE status = 'open'", (end_us,)))
+
+    async def finish_gap(self, gap_id: int, status: str, states: int, error: str = "") -> None:
+        await self.db.run(lambda: self.db.conn.execute(
+            "UPDATE gaps SET status = ?, states = ?, finished = ?, error = ? WHERE id = ?",
+            (status, states, time.time(), error, gap_id)))
+
+    async def gaps(self, status: str | None = None, limit: int = 100) -> list[Gap]:
+        def _read() -> list[tuple[Any, ...]]:
+            cols = "id, start_us, end_us, reason, status, states, created, finished, error"
+            if status is None:
+                return self.db.conn.execute(f"SELECT {cols} FROM gaps ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+            return self.db.conn.execute(f"SELECT {cols} FROM gaps WHERE status = ? ORDER BY id LIMIT ?",
+                                        (status, limit)).fetchall()
+
+        return [Gap(*row) for row in await self.db.run(_read)]

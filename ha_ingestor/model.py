@@ -1,0 +1,158 @@
+"""Home Assistant's event and state shapes at the wire, decoded and validated in one pass by msgspec.
+
+An event's ``data`` is decoded in a second step that depends on its ``event_type``: a ``state_changed``
+event's data must hold states, any other event's data is free-form JSON. Decoding ``data`` lazily (it
+arrives as ``msgspec.Raw``) keeps the common path fast and lets a validation error name the exact field,
+such as ``events[3].data.new_state.last_updated``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import msgspec
+
+from .errors import EventInvalid
+
+AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+STATE_CHANGED = "state_changed"
+# HA's own rule (homeassistant.core.valid_entity_id), relaxed on case: data from other tools may be
+# upper-case, and rejecting it would lose it.
+_ENTITY_ID = re.compile(r"^(?!_)[\w]+(?<!_)\.(?!_)[\w]+(?<!_)$")
+
+
+class Context(msgspec.Struct, frozen=True):
+    id: str
+    parent_id: str | None = None
+    user_id: str | None = None
+
+
+class State(msgspec.Struct, frozen=True):
+    entity_id: str
+    state: str
+    last_updated: AwareDatetime
+    attributes: dict[str, Any] = {}
+    last_changed: AwareDatetime | None = None
+    last_reported: AwareDatetime | None = None
+    context: Context | None = None
+
+
+class StateChangedData(msgspec.Struct, frozen=True):
+    entity_id: str
+    old_state: State | None = None
+    new_state: State | None = None
+
+
+class RawEvent(msgspec.Struct, frozen=True):
+    """An event as it crossed the wire; ``data`` still undecoded."""
+
+    event_type: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+    time_fired: AwareDatetime
+    data: msgspec.Raw = msgspec.Raw(b"{}")
+    origin: str = "LOCAL"
+    context: Context | None = None
+
+
+class Batch(msgspec.Struct, frozen=True):
+    events: list[RawEvent]
+    home_id: str = ""
+
+
+class Event(msgspec.Struct, frozen=True):
+    """A validated event, ready for enrichment."""
+
+    event_type: str
+    time_fired: datetime
+    data: StateChangedData | dict[str, Any]
+    origin: str
+    context: Context | None
+    raw: RawEvent
+
+    @property
+    def state_change(self) -> StateChangedData | None:
+        return self.data if isinstance(self.data, StateChangedData) else None
+
+
+def to_us(moment: datetime) -> int:
+    """Microseconds since the epoch, exactly (no float on the way)."""
+    return (moment - EPOCH) // _ONE_US
+
+
+def from_us(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
+
+
+def iso_from_us(us: int) -> str:
+    """HA's own rendering of a UTC time: ``2026-11-28T11:35:31.189788+00:00``."""
+    return from_us(us).isoformat(timespec="microseconds")
+
+
+_batch_decoder = msgspec.json.Decoder(Batch)
+_event_decoder = msgspec.json.Decoder(RawEvent)
+_state_changed_decoder = msgspec.json.Decoder(StateChangedData)
+_data_decoder = msgspec.json.Decoder(dict[str, Any])
+_encoder = msgspec.json.Encoder()
+
+
+def _field_of(error: msgspec.ValidationError, prefix: str) -> tuple[str, str]:
+    """Split msgspec's 'Expected `str`, got `int` - at `$.a.b`' into ('prefix.a.b', 'Expected ...')."""
+    text = str(error)
+    where = prefix
+    if " - at `$" in text:
+        text, _, path = text.rpartition(" - at `$")
+        suffix = path.rstrip("`")
+        where = prefix + suffix if prefix else suffix.lstrip(".")
+    return where or "body", text
+
+
+def decode_batch(body: bytes) -> Batch:
+    """Decode ``{"events": [...]}``; raises EventInvalid naming the field, ValueError for bad JSON."""
+    try:
+        return _batch_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise EventInvalid(*_field_of(exc, "")) from None
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def decode_event(body: bytes) -> RawEvent:
+    """Decode one event object; raises EventInvalid naming the field, ValueError for bad JSON."""
+    try:
+        return _event_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise EventInvalid(*_field_of(exc, "")) from None
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def validate(raw: RawEvent, where: str = "") -> Event:
+    """Decode an event's data by its type and check what enrichment relies on."""
+    prefix = f"{where}.data" if where else "data"
+    try:
+        if raw.event_type == STATE_CHANGED:
+            data: StateChangedData | dict[str, Any] = _state_changed_decoder.decode(raw.data)
+        else:
+            data = _data_decoder.decode(raw.data)
+    except msgspec.ValidationError as exc:
+        raise EventInvalid(*_field_of(exc, prefix)) from None
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise EventInvalid(prefix, f"cannot be decoded: {exc}") from None
+    if isinstance(data, StateChangedData):
+        if not _ENTITY_ID.match(data.entity_id):
+            raise EventInvalid(f"{prefix}.entity_id", f"must look like domain.object_id (got {data.entity_id!r})")
+        for key, state in (("old_state", data.old_state), ("new_state", data.new_state)):
+            if state is not None and state.entity_id != data.entity_id:
+                raise EventInvalid(f"{prefix}.{key}.entity_id", "differs from data.entity_id")
+    return Event(raw.event_type, raw.time_fired, data, raw.origin, raw.context, raw)
+
+
+def encode(value: Any) -> bytes:
+    return _encoder.encode(value)

@@ -1,0 +1,281 @@
+"""Settings: read once from the environment (and an optional .env), typed, validated, secrets masked.
+
+Every setting is a field of :class:`Settings` whose metadata names its parser and says whether it is a
+secret. ``Settings.load()`` is the only place that reads the environment; code deeper down receives the
+typed values. A bad value raises :class:`SettingsError` naming the setting, so the CLI can print one line
+and exit before anything starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+from .errors import SettingsError
+
+Parser = Callable[[str], Any]
+
+# Prefixes that only this project uses: an unknown variable with one of them is almost surely a typo
+# (INFLUXDB_BUKET), and silently ignoring it would run with a default the user did not want.
+_OWN_PREFIXES = ("INFLUXDB_", "OUTBOX_", "SPOOL_", "BACKFILL_", "HA_INGESTOR_", "NATS_")
+
+
+def _url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http:// or https:// URL with a host (got {value!r})")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as exc:
+        raise ValueError(f"has a malformed port (got {value!r})") from exc
+    return value.rstrip("/")
+
+
+def _opt_url(value: str) -> str:
+    return _url(value) if value else ""
+
+
+def _nats_url(value: str) -> str:
+    if not value:
+        return ""
+    for part in value.split(","):
+        parts = urlsplit(part.strip())
+        if parts.scheme not in ("nats", "tls") or not parts.hostname:
+            raise ValueError(f"must be nats://host:port URLs, comma-separated (got {part!r})")
+    return value
+
+
+def _int_range(low: int, high: int) -> Parser:
+    def parse(value: str) -> int:
+        try:
+            number = int(value.replace("_", ""))
+        except ValueError:
+            raise ValueError(f"must be a whole number (got {value!r})") from None
+        if not low <= number <= high:
+            raise ValueError(f"must be between {low} and {high} (got {number})")
+        return number
+
+    return parse
+
+
+def _float_range(low: float, high: float) -> Parser:
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"must be a number (got {value!r})") from None
+        if not low <= number <= high:
+            raise ValueError(f"must be between {low} and {high} (got {number})")
+        return number
+
+    return parse
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"must be true or false (got {value!r})")
+
+
+def _choice(*choices: str) -> Parser:
+    def parse(value: str) -> str:
+        lowered = value.strip().lower()
+        if lowered not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)} (got {value!r})")
+        return lowered
+
+    return parse
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+HOME_ID_PATTERN = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9_.\-]{0,63})?$")
+
+
+def _name(value: str) -> str:
+    if not HOME_ID_PATTERN.match(value):
+        raise ValueError(
+            f"must start with a letter or digit and hold only letters, digits, '_', '.', '-' (got {value!r})"
+        )
+    return value
+
+
+def _str(value: str) -> str:
+    return value
+
+
+def _setting(default: Any, parse: Parser = _str, *, secret: bool = False, doc: str = "") -> Any:
+    return dataclasses.field(default=default, metadata={"parse": parse, "secret": secret, "doc": doc})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    """All settings of all services; each service reads the ones it needs."""
+
+    # --- Home Assistant
+    HA_URL: str = _setting("http://127.0.0.1:8123", _url, doc="Home Assistant base URL")
+    HA_TOKEN: str = _setting("", secret=True, doc="long-lived access token (admin for all event types)")
+    HA_EVENT_TYPES: tuple[str, ...] = _setting((), _csv, doc="event types to subscribe to; empty = all")
+    HOME_ID: str = _setting("", _name, doc="name of this home, written as tag 'home' when set")
+    INCLUDE_DOMAINS: tuple[str, ...] = _setting((), _csv, doc="HA-style filter: keep these domains")
+    INCLUDE_ENTITIES: tuple[str, ...] = _setting((), _csv)
+    INCLUDE_ENTITY_GLOBS: tuple[str, ...] = _setting((), _csv)
+    EXCLUDE_DOMAINS: tuple[str, ...] = _setting((), _csv)
+    EXCLUDE_ENTITIES: tuple[str, ...] = _setting((), _csv)
+    EXCLUDE_ENTITY_GLOBS: tuple[str, ...] = _setting((), _csv)
+    EXCLUDE_EVENT_TYPES: tuple[str, ...] = _setting((), _csv, doc="event types never stored")
+    # --- the hop and the services
+    ENRICHMENT_URL: str = _setting("http://127.0.0.1:8002", _url, doc="where ingestion POSTs batches")
+    INGESTION_URL: str = _setting("http://127.0.0.1:8001", _url, doc="where admin-api finds ingestion")
+    API_TOKEN: str = _setting("", secret=True, doc="bearer token required on every endpoint but /health")
+    BIND_HOST: str = _setting("127.0.0.1", doc="address the HTTP servers listen on")
+    INGESTION_PORT: int = _setting(8001, _int_range(0, 65535))
+    ENRICHMENT_PORT: int = _setting(8002, _int_range(0, 65535))
+    ADMIN_PORT: int = _setting(8003, _int_range(0, 65535))
+    MAX_BODY_BYTES: int = _setting(64 * 2**20, _int_range(1024, 2**31), doc="largest request body")
+    # --- store
+    INFLUXDB_URL: str = _setting("", _opt_url, doc="InfluxDB base URL; unset = embedded SQLite store")
+    INFLUXDB_API: str = _setting("v1", _choice("v1", "v2"))
+    INFLUXDB_TOKEN: str = _setting("", secret=True)
+    INFLUXDB_ORG: str = _setting("")
+    INFLUXDB_BUCKET: str = _setting("ha_events")
+    INFLUXDB_DATABASE: str = _setting("", doc="v1 database; default: INFLUXDB_BUCKET")
+    INFLUXDB_RETENTION_POLICY: str = _setting("")
+    INFLUXDB_USERNAME: str = _setting("")
+    INFLUXDB_PASSWORD: str = _setting("", secret=True)
+    INFLUXDB_CREATE_DATABASE: bool = _setting(True, _bool, doc="v1: create the database when missing")
+    INFLUXDB_TIMEOUT: float = _setting(10.0, _float_range(0.1, 600), doc="seconds per write request")
+    INFLUXDB_BATCH_SIZE: int = _setting(5000, _int_range(1, 100_000), doc="lines per write request")
+    INFLUXDB_GZIP: bool = _setting(True, _bool)
+    # --- enrichment
+    SCHEMA: str = _setting("events", _choice("events", "homeassistant"), doc="point layout")
+    # --- durability
+    DATA_DIR: str = _setting("./data", doc="outbox, spool, dead letters, embedded store")
+    OUTBOX_MAX_EVENTS: int = _setting(2_000_000, _int_range(1000, 10**9))
+    OUTBOX_SYNC: str = _setting("normal", _choice("normal", "full"), doc="SQLite synchronous mode")
+    SPOOL_MAX_BYTES: int = _setting(2 * 2**30, _int_range(2**20, 2**40))
+    BATCH_MAX_EVENTS: int = _setting(1000, _int_range(1, 100_000), doc="events per hop request")
+    BATCH_MAX_DELAY_MS: int = _setting(50, _int_range(0, 60_000), doc="longest wait to fill a batch")
+    HOP_TIMEOUT: float = _setting(30.0, _float_range(1, 600), doc="seconds per hop request")
+    BACKFILL: bool = _setting(True, _bool, doc="fetch the gap from HA's recorder after a reconnect")
+    BACKFILL_DELAY_S: float = _setting(6.0, _float_range(0, 600), doc="wait for HA's recorder commit")
+    BACKFILL_MAX_HOURS: float = _setting(240.0, _float_range(0.01, 24 * 365))
+    # --- logs
+    LOG_LEVEL: str = _setting("info", _choice("debug", "info", "warning", "error"))
+    LOG_FORMAT: str = _setting("auto", _choice("auto", "text", "json"))
+
+    @classmethod
+    def load(
+        cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = None
+    ) -> Settings:
+        """Read the settings from ``environ`` (default: the process environment) and a .env file.
+
+        The process environment wins over the file, as with docker-compose. ``env_file`` defaults
+        to ``$HA_INGESTOR_ENV_FILE`` or ``./.env`` when that exists.
+        """
+        env = dict(os.environ if environ is None else environ)
+        names = {field.name for field in dataclasses.fields(cls)}
+        file_path = env_file or env.pop("HA_INGESTOR_ENV_FILE", None)
+        if file_path is None and Path(".env").is_file():
+            file_path = ".env"
+        values: dict[str, str] = {}
+        if file_path is not None:
+            path = Path(file_path)
+            if not path.is_file():
+                raise SettingsError("HA_INGESTOR_ENV_FILE", f"no such file: {path}")
+            for key, value in dotenv_values(path).items():
+                if key not in names:
+                    raise SettingsError(key, f"unknown setting in {path}")
+                values[key] = value or ""
+        for key, value in env.items():
+            if key in names:
+                values[key] = value
+            elif key.startswith(_OWN_PREFIXES):
+                raise SettingsError(key, "unknown setting (a typo?)")
+        return cls.from_values(values)
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, str]) -> Settings:
+        """Parse raw strings into a Settings; missing names keep their defaults."""
+        parsed: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            if field.name not in values:
+                continue
+            raw = values[field.name].strip()
+            try:
+                parsed[field.name] = field.metadata["parse"](raw)
+            except ValueError as exc:
+                shown = "***" if field.metadata["secret"] else None
+                problem = str(exc) if shown is None else "is malformed"
+                raise SettingsError(field.name, problem) from None
+        settings = cls(**parsed)
+        settings._check_together()
+        return settings
+
+    def _check_together(self) -> None:
+        if self.INFLUXDB_URL and self.INFLUXDB_API == "v2":
+            if not self.INFLUXDB_TOKEN:
+                raise SettingsError("INFLUXDB_TOKEN", "is required when INFLUXDB_API=v2")
+            if not self.INFLUXDB_ORG:
+                raise SettingsError("INFLUXDB_ORG", "is required when INFLUXDB_API=v2")
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some values changed (already typed), checked again."""
+        settings = dataclasses.replace(self, **changes)
+        settings._check_together()
+        return settings
+
+    @property
+    def influx_database(self) -> str:
+        return self.INFLUXDB_DATABASE or self.INFLUXDB_BUCKET
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.DATA_DIR)
+
+    def secrets(self) -> list[str]:
+        """The secret values that are set: logs and API output must never contain them."""
+        return [
+            getattr(self, field.name)
+            for field in dataclasses.fields(self)
+            if field.metadata["secret"] and getattr(self, field.name)
+        ]
+
+    def masked(self) -> dict[str, Any]:
+        """Every setting with its effective value; secrets as '***' when set, '' when not."""
+        out: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.metadata["secret"]:
+                value = "***" if value else ""
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[field.name] = value
+        return out
+
+    def __repr__(self) -> str:
+        return f"Settings({self.masked()!r})"
+
+    __str__ = __repr__
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(name, default, doc) for every setting, for `ha-ingestor settings` and the docs."""
+    rows = []
+    for field in dataclasses.fields(Settings):
+        default = field.default
+        shown = ",".join(default) if isinstance(default, tuple) else str(default)
+        rows.append((field.name, shown, field.metadata["doc"]))
+    return rows

@@ -1,0 +1,1 @@
+"""A simulated Home Assistant that speaks the real WebSocket and REST protocol."""

@@ -1,0 +1,1 @@
+"""Sinks: where points end up — InfluxDB (API v1 or v2) or the embedded SQLite store."""

@@ -1,0 +1,161 @@
+"""InfluxDB line protocol: a pure encoder, exact to InfluxDB 1.x's parser.
+
+Rules, as InfluxDB 1.6 parses them (checked against the real server by the property test):
+
+* measurement: ``,`` and space are escaped with a backslash;
+* tag keys, tag values, field keys: ``,``, ``=`` and space are escaped; any other backslash is literal,
+  so a backslash needs no escape unless it would end the token (which line protocol cannot express);
+* string field values: ``"`` and ``\\`` are escaped; newlines are allowed;
+* integers carry an ``i`` suffix; NaN and ±inf cannot be written and are left out;
+* an empty tag value cannot be written: the tag is left out.
+
+What line protocol cannot express at all is changed the same way every time, so a point stays a pure
+function of its event:
+
+* newlines, carriage returns and tabs in names and tags become ``\\n``, ``\\r``, ``\\t`` (the parser
+  treats a tab as white space);
+* backslashes right before ``,``, ``=``, a space, ``"`` or the end of a tag key, tag value or field key
+  are dropped (see :func:`drop_unsafe_backslashes`);
+* a backslash in a measurement name becomes ``/``; a measurement starting with ``#`` (a comment line)
+  gets a leading ``_``;
+* strings are cut at 64 KiB (the server's limit).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+
+from .point import FieldValue, Point
+
+MAX_STRING_BYTES = 64 * 1024 - 1
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+# InfluxDB 1.x unescapes backslash sequences in measurement names inconsistently (``a\\=`` reads back
+# as ``a=``), so a backslash in a measurement name is written as '/', which reads back as written.
+_MEAS_TABLE = str.maketrans({",": "\\,", " ": "\\ ", "\\": "/", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+_KEY_TABLE = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+_UNSAFE_BACKSLASHES = re.compile(r"\\+(?=[,= \"]|$)")
+_STR_TABLE = str.maketrans({'"': '\\"', "\\": "\\\\"})
+
+# Names and tag values repeat endlessly (entity ids, attribute names): escaping each once is a
+# measurable share of encoding time. The caches are bounded by clearing when they grow too large.
+_CACHE_LIMIT = 100_000
+_key_cache: dict[str, str] = {}
+_meas_cache: dict[str, str] = {}
+
+
+def drop_unsafe_backslashes(text: str) -> str:
+    """Drop backslashes right before ``,``, ``=``, a space, ``"`` or the end of a key or tag value.
+
+    InfluxDB's scanner takes a special character right after a backslash as escaped (tags) or skips a
+    backslash with the character after it (fields), so no run of backslashes can stand before one of
+    our escapes or the token's end without breaking the line. Backslashes anywhere else stay.
+    """
+    return _UNSAFE_BACKSLASHES.sub("", text) if "\\" in text else text
+
+
+def escape_key(text: str) -> str:
+    """Escape a tag key, tag value or field key. Returns '' when nothing writable is left."""
+    cached = _key_cache.get(text)
+    if cached is not None:
+        return cached
+    escaped = drop_unsafe_backslashes(text).translate(_KEY_TABLE)
+    if len(_key_cache) >= _CACHE_LIMIT:
+        _key_cache.clear()
+    _key_cache[text] = escaped
+    return escaped
+
+
+def escape_measurement(text: str) -> str:
+    cached = _meas_cache.get(text)
+    if cached is not None:
+        return cached
+    name = text
+    if name.startswith("#"):
+        name = "_" + name
+    escaped = name.translate(_MEAS_TABLE)
+    if len(_meas_cache) >= _CACHE_LIMIT:
+        _meas_cache.clear()
+    _meas_cache[text] = escaped
+    return escaped
+
+
+def clip_string(value: str) -> str:
+    """Cut a string to InfluxDB's 64 KiB limit without splitting a character."""
+    if len(value) * 4 <= MAX_STRING_BYTES:  # fast path: cannot be too long even in 4-byte UTF-8
+        return value
+    raw = value.encode("utf-8")
+    if len(raw) <= MAX_STRING_BYTES:
+        return value
+    return raw[:MAX_STRING_BYTES].decode("utf-8", errors="ignore")
+
+
+def encode_field(value: FieldValue) -> str | None:
+    """The line-protocol text of one field value, or None when it cannot be written."""
+    kind = type(value)
+    if kind is float:
+        if math.isfinite(value):  # type: ignore[arg-type]
+            return repr(value)
+        return None
+    if kind is str:
+        return '"' + clip_string(value).translate(_STR_TABLE) + '"'  # type: ignore[arg-type]
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        if _INT64_MIN <= value <= _INT64_MAX:  # type: ignore[operator]
+            return f"{value}i"
+        return repr(float(value))
+    return None
+
+
+def encode_point(point: Point) -> str | None:
+    """One line (without newline), or None when the point has no writable field or name."""
+    measurement = escape_measurement(point.measurement)
+    if not measurement:
+        return None
+    parts = [measurement]
+    for key, value in point.tags:
+        ekey = escape_key(key)
+        evalue = escape_key(value)
+        if ekey and evalue:
+            parts.append(f",{ekey}={evalue}")
+    fields = _encode_fields(point.fields)
+    if not fields:
+        return None
+    parts.append(" ")
+    parts.append(fields)
+    parts.append(f" {point.time_ns}")
+    return "".join(parts)
+
+
+def _encode_fields(fields: Mapping[str, FieldValue]) -> str:
+    out = []
+    for key, value in fields.items():
+        text = encode_field(value)
+        if text is None:
+            continue
+        ekey = escape_key(key)
+        if ekey:
+            out.append(f"{ekey}={text}")
+    return ",".join(out)
+
+
+def encode_lines(points: Iterable[Point]) -> tuple[list[str], list[Point], list[Point]]:
+    """Encode points: (lines, the points that became those lines in the same order, the unwritable).
+
+    A point with no writable field or an empty name cannot become a line; it is returned apart so
+    the caller can dead-letter it instead of letting the store reject the whole request.
+    """
+    lines: list[str] = []
+    kept: list[Point] = []
+    unwritable: list[Point] = []
+    for point in points:
+        line = encode_point(point)
+        if line is None:
+            unwritable.append(point)
+        else:
+            lines.append(line)
+            kept.append(point)
+    return lines, kept, unwritable

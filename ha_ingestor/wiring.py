@@ -1,0 +1,185 @@
+"""The only module that connects the stages: each service alone (split) or all in one process (`up`).
+
+Both shapes use the same files under DATA_DIR — ``ingestion/outbox.sqlite``,
+``enrichment/enrichment.sqlite`` (spool and dead letters), ``enrichment/registry/``, ``store.sqlite`` —
+so switching from one to the other (and back, the rollback) picks up exactly where the other stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from .admin import api as admin_api
+from .enrichment import api as enrichment_api
+from .enrichment.deadletters import DeadLetters
+from .enrichment.pipeline import Pipeline
+from .enrichment.registry import RegistryCache
+from .enrichment.spool import Spool
+from .errors import SettingsError
+from .hop.base import Hop
+from .hop.http import HttpHop
+from .hop.local import LocalHop
+from .http import Guard, Server, port_is_free, serve_until, server
+from .ingestion import api as ingestion_api
+from .ingestion.filter import FilterRules
+from .ingestion.outbox import Outbox
+from .ingestion.service import Ingestion, IngestionConfig
+from .metrics import Registry
+from .settings import Settings
+from .sinks.influx import InfluxConfig, InfluxStore
+from .sinks.point import Store
+from .sinks.sqlite_store import SqliteStore
+from .sqlite import SqliteWorker
+
+log = logging.getLogger(__name__)
+
+
+def store_from(settings: Settings, metrics: Registry) -> Store:
+    if settings.INFLUXDB_URL:
+        return InfluxStore(InfluxConfig(
+            url=settings.INFLUXDB_URL, api=settings.INFLUXDB_API, database=settings.influx_database
+            if settings.INFLUXDB_API == "v1" else settings.INFLUXDB_BUCKET,
+            retention_policy=settings.INFLUXDB_RETENTION_POLICY, org=settings.INFLUXDB_ORG,
+            token=settings.INFLUXDB_TOKEN, username=settings.INFLUXDB_USERNAME, password=settings.INFLUXDB_PASSWORD,
+            create_database=settings.INFLUXDB_CREATE_DATABASE, timeout=settings.INFLUXDB_TIMEOUT,
+            batch_size=settings.INFLUXDB_BATCH_SIZE, gzip=settings.INFLUXDB_GZIP,
+        ), metrics)
+    return SqliteStore(settings.data_dir / "store.sqlite", metrics)
+
+
+@dataclass
+class Enrichment:
+    pipeline: Pipeline
+    store: Store
+    db: SqliteWorker
+
+    async def close(self) -> None:
+        await self.store.close()
+        self.db.close()
+
+
+def build_enrichment(settings: Settings, metrics: Registry) -> Enrichment:
+    base = settings.data_dir / "enrichment"
+    db = SqliteWorker(base / "enrichment.sqlite", synchronous=settings.OUTBOX_SYNC.upper())
+    store = store_from(settings, metrics)
+    pipeline = Pipeline(
+        store, Spool(db, settings.SPOOL_MAX_BYTES, metrics), DeadLetters(db, metrics),
+        RegistryCache(base / "registry"), metrics,
+    )
+    return Enrichment(pipeline, store, db)
+
+
+def build_ingestion(settings: Settings, metrics: Registry, hop: Hop) -> Ingestion:
+    if not settings.HA_TOKEN:
+        raise SettingsError("HA_TOKEN", "is required: a long-lived access token from your HA profile page")
+    outbox = Outbox(settings.data_dir / "ingestion" / "outbox.sqlite", max_events=settings.OUTBOX_MAX_EVENTS,
+                    synchronous=settings.OUTBOX_SYNC, metrics=metrics)
+    config = IngestionConfig(
+        ha_url=settings.HA_URL, ha_token=settings.HA_TOKEN, event_types=settings.HA_EVENT_TYPES,
+        home_id=settings.HOME_ID,
+        filter=FilterRules(settings.INCLUDE_DOMAINS, settings.INCLUDE_ENTITIES, settings.INCLUDE_ENTITY_GLOBS,
+                           settings.EXCLUDE_DOMAINS, settings.EXCLUDE_ENTITIES, settings.EXCLUDE_ENTITY_GLOBS,
+                           settings.EXCLUDE_EVENT_TYPES),
+        batch_max_events=settings.BATCH_MAX_EVENTS, batch_max_delay=settings.BATCH_MAX_DELAY_MS / 1000,
+        backfill=settings.BACKFILL, backfill_delay=settings.BACKFILL_DELAY_S,
+        backfill_max_hours=settings.BACKFILL_MAX_HOURS,
+    )
+    return Ingestion(config, outbox, hop, metrics)
+
+
+def _server(settings: Settings, app: object, port_setting: str) -> Server:
+    port = getattr(settings, port_setting)
+    if port and not port_is_free(settings.BIND_HOST, port):
+        raise SettingsError(port_setting, f"port {port} on {settings.BIND_HOST} is already in use")
+    guarded = Guard(app, max_body=settings.MAX_BODY_BYTES, token=settings.API_TOKEN)  # type: ignore[arg-type]
+    return server(guarded, settings.BIND_HOST, port)
+
+
+@contextlib.asynccontextmanager
+async def _enrichment_running(settings: Settings, metrics: Registry) -> AsyncIterator[Enrichment]:
+    enrichment = build_enrichment(settings, metrics)
+    await enrichment.store.start()
+    drain = asyncio.create_task(enrichment.pipeline.drain_forever(), name="spool-drain")
+    try:
+        yield enrichment
+    finally:
+        drain.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await drain
+        await enrichment.close()
+
+
+async def _run_ingestion_until(ingestion: Ingestion, servers: list[Server], stop: asyncio.Event) -> None:
+    """Serve until ``stop`` or a fatal ingestion error (AuthInvalid propagates)."""
+    runner = asyncio.create_task(ingestion.run(), name="ingestion")
+    serving = asyncio.create_task(serve_until(servers, stop), name="servers")
+    try:
+        done, _ = await asyncio.wait([runner, serving], return_when=asyncio.FIRST_COMPLETED)
+        if runner in done:
+            runner.result()  # raises AuthInvalid (or a bug) → the service ends
+    finally:
+        stop.set()
+        await ingestion.stop()
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await runner
+        await serving
+        ingestion.outbox.close()
+
+
+async def run_enrichment(settings: Settings, stop: asyncio.Event) -> None:
+    metrics = Registry()
+    async with _enrichment_running(settings, metrics) as enrichment:
+        srv = _server(settings, enrichment_api.build(enrichment.pipeline, metrics), "ENRICHMENT_PORT")
+        log.info("enrichment-pipeline serving", extra={"port": settings.ENRICHMENT_PORT,
+                                                       "store": enrichment.store.name})
+        await serve_until([srv], stop)
+
+
+async def run_ingestion(settings: Settings, stop: asyncio.Event) -> None:
+    metrics = Registry()
+    hop = HttpHop(settings.ENRICHMENT_URL, token=settings.API_TOKEN, timeout=settings.HOP_TIMEOUT, metrics=metrics)
+    ingestion = build_ingestion(settings, metrics, hop)
+    srv = _server(settings, ingestion_api.build(ingestion, metrics), "INGESTION_PORT")
+    log.info("websocket-ingestion starting", extra={"ha_url": settings.HA_URL, "enrichment": settings.ENRICHMENT_URL,
+                                                     "port": settings.INGESTION_PORT})
+    try:
+        await _run_ingestion_until(ingestion, [srv], stop)
+    finally:
+        await hop.close()
+
+
+async def run_admin(settings: Settings, stop: asyncio.Event) -> None:
+    metrics = Registry()
+    peers = admin_api.Peers(settings)
+    srv = _server(settings, admin_api.build(settings, peers, metrics), "ADMIN_PORT")
+    log.info("admin-api serving", extra={"port": settings.ADMIN_PORT})
+    try:
+        await serve_until([srv], stop)
+    finally:
+        await peers.close()
+
+
+async def run_all(settings: Settings, stop: asyncio.Event) -> None:
+    """All three stages in one process; the hop is a direct call, the endpoints are the same."""
+    metrics = Registry()
+    peers = admin_api.Peers(settings)
+    async with _enrichment_running(settings, metrics) as enrichment:
+        hop = LocalHop(enrichment.pipeline, metrics)
+        ingestion = build_ingestion(settings, metrics, hop)
+        servers = [
+            _server(settings, ingestion_api.build(ingestion, metrics), "INGESTION_PORT"),
+            _server(settings, enrichment_api.build(enrichment.pipeline, metrics), "ENRICHMENT_PORT"),
+            _server(settings, admin_api.build(settings, peers, metrics), "ADMIN_PORT"),
+        ]
+        log.info("ha-ingestor up (single process)", extra={
+            "ha_url": settings.HA_URL, "store": enrichment.store.name, "ports": f"{settings.INGESTION_PORT},"
+            f"{settings.ENRICHMENT_PORT},{settings.ADMIN_PORT}"})
+        try:
+            await _run_ingestion_until(ingestion, servers, stop)
+        finally:
+            await peers.close()

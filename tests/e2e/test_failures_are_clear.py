@@ -1,0 +1,103 @@
+"""Bad input, a wrong token, a dropped connection, a stopped database: each gives a clear, honest answer."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+from ha_ingestor.harness.influxd import Influxd
+from ha_ingestor.harness.procs import Stack, http_get, http_post, wait_for
+
+
+def test_bad_requests_get_4xx_that_say_what_is_wrong(tmp_path: Path) -> None:
+    stack = Stack(tmp_path, extra_env={"MAX_BODY_BYTES": "4096"})
+    try:
+        stack.start("enrichment")
+        url = stack.url("enrichment")
+        status, body = http_post(url + "/events", body=b'{"event_type": "x", "time_fired": ')
+        assert status == 400 and "malformed JSON" in body["error"]
+        status, body = http_post(url + "/events", body=b'{"event_type": "x", "time_fired": "yesterday"}')
+        assert status == 422 and body["field"] == "time_fired"
+        status, body = http_post(url + "/events", body=b'{"event_type": "x", "time_fired": "2024-01-01T00:00:00"}')
+        assert status == 422 and body["field"] == "time_fired"  # no UTC offset: ambiguous
+        bad_state = (b'{"events": [{"event_type": "state_changed", "time_fired": "2024-01-01T00:00:00Z", "data": '
+                     b'{"entity_id": "sensor.a", "new_state": {"entity_id": "sensor.a", "state": 5}}}]}')
+        status, body = http_post(url + "/events/batch", body=bad_state)
+        assert status == 422 and body["field"] == "events[0].data.new_state.state", body
+        status, body = http_post(url + "/events/batch", body=b'{"events": [' + b'{"a": 1},' * 1000 + b'{}]}')
+        assert status == 413
+        status, body = http_post(url + "/events", body=b"[" * 2000 + b"]" * 2000)
+        assert 400 <= status < 500
+        status, _ = http_get(url + "/health")
+        assert status == 200  # the embedded store: nothing sent could hurt the service
+    finally:
+        stack.stop()
+
+
+def test_a_wrong_token_stops_ingestion_with_a_clear_message(tmp_path: Path) -> None:
+    stack = Stack(tmp_path)
+    try:
+        stack.start("simulator")
+        env = {**stack.env(), "HA_TOKEN": "wrong-token"}
+        result = subprocess.run([sys.executable, "-m", "ha_ingestor", "ingestion"], env=env, capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 3
+        assert "rejected the access token" in result.stderr and "Not retrying" in result.stderr
+        assert "wrong-token" not in result.stderr
+        assert stack.sim("/sim/report")["auth_failures"] == 1  # exactly one login attempt
+    finally:
+        stack.stop()
+
+
+def test_a_bad_setting_is_one_line_naming_it(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "INFLUXDB_API": "v3", "DATA_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "ha_ingestor", "enrichment"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["ha-ingestor: setting INFLUXDB_API: must be one of v1, v2 (got 'v3')"]
+
+
+async def test_a_dropped_connection_is_reconnected_and_nothing_is_lost(
+        tmp_path: Path, influxd: Influxd, influx_db: str) -> None:
+    stack = Stack(tmp_path, influx_url=influxd.url, database=influx_db,
+                  sim_args=["--rate", "300", "--mix", "0"])
+    try:
+        stack.start("simulator", "enrichment", "ingestion")
+        await asyncio.sleep(1.5)
+        assert stack.sim("/sim/drop")["dropped"] >= 1
+        await asyncio.to_thread(wait_for, lambda: http_get(stack.url("ingestion") + "/health")[0] == 503, 10,
+                                0.02, "ingestion to notice the drop")
+        await asyncio.to_thread(stack.services["ingestion"].wait_healthy, 30)
+        await asyncio.sleep(1.5)
+        stack.sim("/sim/pause")
+        fired = stack.sim("/sim/report")["fired"]
+
+        def all_stored() -> bool:
+            rows = influxd.rows('SELECT count("available") FROM "states"', influx_db)
+            return bool(rows) and rows[0]["count"] == fired
+
+        # Events fired while the connection was down come back through backfill.
+        await asyncio.to_thread(wait_for, all_stored, 45, 0.5, f"{fired} points")
+        status, gaps = http_get(stack.url("ingestion") + "/gaps")
+        assert status == 200 and gaps["gaps"][0]["status"] == "done"
+    finally:
+        stack.stop()
+
+
+async def test_enrichment_health_says_503_while_influxd_is_down(tmp_path: Path) -> None:
+    server = Influxd(tmp_path / "influx").start()
+    stack = Stack(tmp_path, influx_url=server.url, database="down_test")
+    try:
+        stack.start("enrichment")
+        url = stack.url("enrichment") + "/health"
+        assert http_get(url)[0] == 200
+        server.stop()
+        status, body = http_get(url)
+        assert status == 503 and "store" in body["reason"]
+        server.start()
+        await asyncio.to_thread(wait_for, lambda: http_get(url)[0] == 200, 30, 0.2, "health back to 200")
+    finally:
+        stack.stop()
+        server.stop()
