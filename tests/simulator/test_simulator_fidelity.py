@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -12,15 +11,17 @@ import orjson
 import pytest
 
 from ha_ingestor.harness.ports import free_port
+from ha_ingestor.harness.shared import samples_dir
 from ha_ingestor.simulator.run import SimOptions, running
 from ha_ingestor.simulator.server import Simulator
 
-SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "real-ha" / "samples"
-if not SAMPLES.is_dir():  # the repository may sit elsewhere: then look next to the work tree
-    SAMPLES = Path("/work/shared/real-ha/samples")
+SAMPLES = samples_dir()
+pytestmark = pytest.mark.skipif(SAMPLES is None, reason="real HA captures (shared/real-ha/samples) not found; "
+                                "set HA_INGESTOR_SHARED")
 
 
 def sample(name: str) -> Any:
+    assert SAMPLES is not None
     return json.loads((SAMPLES / f"{name}.json").read_text())
 
 
