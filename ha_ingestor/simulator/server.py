@@ -272,13 +272,15 @@ class Simulator:
                 continue
             if self.rate > 0:
                 due = int((loop.time() - start) * self.rate) - (self.fired - base)
+            elif any(len(c.queue) > self.max_pending // 2 for c in self.connections):
+                due = 0  # flat out means as fast as the subscribers read, not faster than HA would allow
             else:
                 due = 500  # flat out: a slice, then let the writers run
             if self.count is not None:
                 due = min(due, self.count - (self.fired - base))
             for _ in range(max(0, min(due, 20_000))):
                 self.fire_next()
-            await asyncio.sleep(tick if self.rate > 0 else 0)
+            await asyncio.sleep(tick if self.rate > 0 or due == 0 else 0)
         self.done.set()
         if self._log is not None:
             self._log.flush()
