@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -43,8 +44,9 @@ async def test_v2_writes_gzip_batches_a_real_server_accepts(victoria: VictoriaMe
     got: dict[tuple[str, int], float] = {}
     deadline = time.monotonic() + 10
     while len(got) < len(expected) and time.monotonic() < deadline:  # the server ingests asynchronously
-        time.sleep(0.2)
-        got = {(s["metric"]["entity_id"], t * 1_000_000): v for s in victoria.export('{__name__="states_value"}')
+        await asyncio.sleep(0.2)
+        exported = await asyncio.to_thread(victoria.export, '{__name__="states_value"}')
+        got = {(s["metric"]["entity_id"], t * 1_000_000): v for s in exported
                for t, v in zip(s["timestamps"], s["values"], strict=True)}
     assert got == expected
 
