@@ -179,7 +179,9 @@ async def serve_until(servers: list[Server], stop: asyncio.Event) -> None:
 
 
 def port_is_free(host: str, port: int) -> bool:
+    """True when nothing listens there (connections lingering in TIME_WAIT do not count, as for uvicorn)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

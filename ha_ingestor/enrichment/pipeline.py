@@ -194,7 +194,7 @@ class Pipeline:
 
     # ---------------------------------------------------------------- drain
 
-    async def drain_forever(self, max_backoff: float = 30.0) -> None:
+    async def drain_forever(self, max_backoff: float = 5.0) -> None:
         """Write spooled batches, oldest first, whenever there are any."""
         delay = 0.5
         while True:

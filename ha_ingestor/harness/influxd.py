@@ -117,20 +117,20 @@ class Influxd:
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGCONT)
 
-    def query(self, q: str, db: str = "", method: str = "GET") -> dict[str, Any]:
+    def query(self, q: str, db: str = "", method: str = "GET", timeout: float = 60.0) -> dict[str, Any]:
         params = urllib.parse.urlencode({"q": q, **({"db": db} if db else {}), "epoch": "ns"})
         if method == "POST":
             req = urllib.request.Request(self.url + "/query", data=params.encode(), method="POST")
         else:
             req = urllib.request.Request(self.url + "/query?" + params)
-        with urllib.request.urlopen(req, timeout=60) as resp:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             result: dict[str, Any] = orjson.loads(resp.read())
         return result
 
-    def rows(self, q: str, db: str) -> list[dict[str, Any]]:
+    def rows(self, q: str, db: str, timeout: float = 60.0) -> list[dict[str, Any]]:
         """Rows of every series of the first statement, as dicts (with 'measurement')."""
         out: list[dict[str, Any]] = []
-        for statement in self.query(q, db).get("results", []):
+        for statement in self.query(q, db, timeout=timeout).get("results", []):
             if "error" in statement:
                 raise RuntimeError(statement["error"])
             for series in statement.get("series", []) or []:

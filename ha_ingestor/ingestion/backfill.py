@@ -116,11 +116,14 @@ class Backfiller:
 
     async def fill(self, gap: Gap, call: Call, entity_ids: Sequence[str]) -> int:
         end = (gap.end_us or int(time.time() * 1_000_000)) + self.margin_us
-        start = max(gap.start_us - self.margin_us, end - self.max_us)
+        # A gap cut short resumes a margin before its progress mark: the margin's rows give the first new
+        # rows their old_state, and appending them again only overwrites identical points.
+        begin = gap.start_us if gap.filled_us is None else gap.filled_us
+        start = max(begin - self.margin_us, end - self.max_us)
         ids = sorted(set(entity_ids))
         previous: dict[str, tuple[int, dict[str, Any]]] = {}
         window = 60_000_000
-        total = 0
+        total = gap.states
         cursor = start
         while cursor < end:
             upper = min(end, cursor + window)
@@ -142,6 +145,7 @@ class Backfiller:
                 events = [e for e in history_events(result, previous) if self.filter.accepts(e)]
                 total += await self._append(events)
             cursor = upper
+            await self.outbox.advance_gap(gap.id, upper, total)
             # Keep replies near TARGET_ROWS: a busy home gets short windows, a quiet one long ones.
             if rows > TARGET_ROWS:
                 window = max(MIN_WINDOW_US, window // 2)
@@ -150,8 +154,11 @@ class Backfiller:
         return total
 
     async def _append(self, events: list[dict[str, Any]]) -> int:
-        for offset in range(0, len(events), 2000):
-            chunk = events[offset : offset + 2000]
+        # Small chunks into at most half the outbox: the other half stays free for the live stream, so a
+        # big gap never fills the outbox and forces the disconnect that would open the next gap.
+        size = max(1, min(2000, self.outbox.max_events // 4))
+        for offset in range(0, len(events), size):
+            chunk = events[offset : offset + size]
             if self.wait_room is not None:
                 await self.wait_room()
             await self.outbox.append([encode(e) for e in chunk])

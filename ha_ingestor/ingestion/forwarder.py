@@ -28,7 +28,7 @@ Row = tuple[int, bytes]
 class Forwarder:
     def __init__(
         self, outbox: Outbox, hop: Hop, metrics: Registry, *, home_id: str = "", max_events: int = 1000,
-        max_delay: float = 0.05, max_backoff: float = 30.0,
+        max_delay: float = 0.05, max_backoff: float = 5.0,
     ) -> None:
         self.outbox = outbox
         self.hop = hop
@@ -82,7 +82,7 @@ class Forwarder:
             except HopRejected as exc:
                 if exc.status in (401, 403):
                     self._note(f"enrichment refused our credentials (HTTP {exc.status}): check API_TOKEN")
-                    wait = self.max_backoff
+                    wait = 30.0  # a person has to fix the token; keep the events, ask again now and then
                 else:  # pragma: no cover - _send handles every other 4xx
                     raise
             self._retries.inc()

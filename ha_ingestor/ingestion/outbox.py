@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS gaps (
     reason TEXT NOT NULL,
     status TEXT NOT NULL,          -- open | pending | done | failed
     states INTEGER NOT NULL DEFAULT 0,
+    filled_us INTEGER,             -- backfill progress: everything before it is in the outbox
     created REAL NOT NULL,
     finished REAL,
     error TEXT NOT NULL DEFAULT ''
@@ -53,6 +54,7 @@ class Gap:
     reason: str
     status: str
     states: int
+    filled_us: int | None
     created: float
     finished: float | None
     error: str
@@ -60,7 +62,8 @@ class Gap:
     def as_dict(self) -> dict[str, Any]:
         return {
             "id": self.id, "start_us": self.start_us, "end_us": self.end_us, "reason": self.reason,
-            "status": self.status, "states_backfilled": self.states, "created": self.created,
+            "status": self.status, "states_backfilled": self.states, "filled_us": self.filled_us,
+            "created": self.created,
             "finished": self.finished, "error": self.error,
             "seconds": None if self.end_us is None else round((self.end_us - self.start_us) / 1e6, 3),
         }
@@ -182,6 +185,11 @@ class Outbox:
         await self.db.run(lambda: self.db.conn.execute(
             "UPDATE gaps SET end_us = ?, status = 'pending' WHERE status = 'open'", (end_us,)))
 
+    async def advance_gap(self, gap_id: int, filled_us: int, states: int) -> None:
+        """Backfill progress, so a backfill cut short (disconnect, restart) resumes instead of starting over."""
+        await self.db.run(lambda: self.db.conn.execute(
+            "UPDATE gaps SET filled_us = ?, states = ? WHERE id = ?", (filled_us, states, gap_id)))
+
     async def finish_gap(self, gap_id: int, status: str, states: int, error: str = "") -> None:
         await self.db.run(lambda: self.db.conn.execute(
             "UPDATE gaps SET status = ?, states = ?, finished = ?, error = ? WHERE id = ?",
@@ -189,7 +197,7 @@ class Outbox:
 
     async def gaps(self, status: str | None = None, limit: int = 100) -> list[Gap]:
         def _read() -> list[tuple[Any, ...]]:
-            cols = "id, start_us, end_us, reason, status, states, created, finished, error"
+            cols = "id, start_us, end_us, reason, status, states, filled_us, created, finished, error"
             if status is None:
                 return self.db.conn.execute(f"SELECT {cols} FROM gaps ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
             return self.db.conn.execute(f"SELECT {cols} FROM gaps WHERE status = ? ORDER BY id LIMIT ?",

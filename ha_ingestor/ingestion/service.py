@@ -68,7 +68,8 @@ class IngestionConfig:
     ping_interval: float = 20.0
     ping_timeout: float = 10.0
     backoff_base: float = 1.0
-    backoff_cap: float = 60.0
+    # Reconnects within 10 s of HA coming back: a reconnect attempt costs HA one cheap WebSocket handshake.
+    backoff_cap: float = 10.0
     intake_limit: int = 100_000
     writer_batch: int = 5000
     registry_debounce: float = 2.0
@@ -94,7 +95,7 @@ class Ingestion:
         self.forwarder = Forwarder(outbox, hop, metrics, home_id=config.home_id,
                                    max_events=config.batch_max_events, max_delay=config.batch_max_delay)
         self.backfiller = Backfiller(outbox, self.filter, metrics, max_hours=config.backfill_max_hours,
-                                     wait_room=self._wait_outbox_room, on_appended=self.forwarder.notify)
+                                     wait_room=self._wait_backfill_room, on_appended=self.forwarder.notify)
         self.state = "starting"
         self.reason = "starting"
         self.connected_since = 0.0
@@ -140,7 +141,7 @@ class Ingestion:
         self._stopping = True
         if self._conn is not None:
             await self._conn.close()
-        await self._flush_intake()
+        await self._flush_intake(force=True)
         end = time.monotonic() + deadline
         while self.outbox.count and time.monotonic() < end and not self.forwarder.problem:
             await asyncio.sleep(0.05)
@@ -179,10 +180,11 @@ class Ingestion:
             await self._intake_ready.wait()
             await self._flush_intake()
 
-    async def _flush_intake(self) -> None:
+    async def _flush_intake(self, force: bool = False) -> None:
+        """Commit the intake to the outbox; ``force`` (at shutdown) may exceed the outbox bound."""
         async with self._flush_lock:  # one commit at a time keeps the outbox in arrival order
             while self._intake:
-                if self.outbox.full:
+                if self.outbox.full and not force:
                     await self._wait_outbox_room()
                 batch = self._intake[: self.config.writer_batch]
                 watermark = _time_us(self._intake_times[len(batch) - 1])
@@ -202,9 +204,14 @@ class Ingestion:
             return
         low = int(self.outbox.max_events * 0.9)
         self._outbox_room.clear()
-        while self.outbox.count > low:
+        while self.outbox.count > low and not self._stopping:
             await asyncio.sleep(0.1)
         self._outbox_room.set()
+
+    async def _wait_backfill_room(self) -> None:
+        """Backfill appends only while the outbox is at most half full (the rest is the live stream's)."""
+        while self.outbox.count > self.outbox.max_events // 2 and not self._stopping:
+            await asyncio.sleep(0.05)
 
     # ------------------------------------------------------------------ connection
 
@@ -261,13 +268,19 @@ class Ingestion:
         await asyncio.sleep(delay)
 
     async def _on_disconnect(self, reason: str) -> None:
-        await self._flush_intake()
+        # State and gap first: flushing the intake may wait for outbox room, and /health must say why meanwhile.
+        if reason == "outbox full":
+            self._set_state("paused", f"outbox full ({self.outbox.count} events): waiting for enrichment")
+        else:
+            self._set_state("disconnected", reason)
+        if self._stopping:
+            log.info("disconnected from Home Assistant: stopping")
+        else:
+            log.warning("disconnected from Home Assistant", extra={"reason": reason})
         watermark = self.outbox.watermark_us
         if watermark is not None and not await self.outbox.gaps("open"):
             await self.outbox.open_gap(watermark, reason)
-        if self.state == "subscribed":
-            log.warning("disconnected from Home Assistant", extra={"reason": reason})
-        self._set_state("disconnected", reason)
+        await self._flush_intake()
 
     async def _session(self, conn: HaConnection) -> None:
         async with asyncio.TaskGroup() as tasks:

@@ -99,7 +99,8 @@ class Home:
         self.last_us = 0
         self.entities: dict[str, Entity] = {}
         self.devices: list[dict[str, Any]] = []
-        self._order: list[Entity] = []
+        self._order: list[Entity] = []  # the entities that change by themselves
+        self._created: list[Entity] = []  # entities created through the REST API: change only when told
         self._build(max(size, len(_KINDS) + 1))
         self._cursor = 0
 
@@ -215,7 +216,7 @@ class Home:
             state, attributes = self._next_value(entity)
         attrs = entity.attributes if attributes is None else attributes
         updated = self.now_us()
-        changed = updated if state != entity.state else entity.last_changed_us
+        changed = updated if state != entity.state or not entity.history else entity.last_changed_us
         self._commit(entity, updated, changed, state, attrs)
         return entity, old_json, updated
 
@@ -328,7 +329,16 @@ class Home:
                 del hist[:index]
 
     def iter_entities(self) -> Iterator[Entity]:
-        return iter(self._order)
+        yield from self._order
+        yield from self._created
+
+    def create(self, entity_id: str) -> Entity:
+        """A new entity, as ``POST /api/states/<entity_id>`` makes one in HA; it has no state yet."""
+        name = entity_id.partition(".")[2].replace("_", " ").title()
+        entity = Entity(entity_id, "custom", name, None, None, "api", "", {})
+        self.entities[entity_id] = entity
+        self._created.append(entity)
+        return entity
 
     # ------------------------------------------------------------------ registries, in HA's shapes
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 
 from .home import Home
 from .server import Simulator
@@ -58,6 +58,9 @@ async def running(options: SimOptions) -> AsyncIterator[Simulator]:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # Like HA on stop: close every websocket (code 1001 "going away") instead of waiting for clients to hang up.
+        await asyncio.gather(*(conn.ws.close(code=WSCloseCode.GOING_AWAY) for conn in list(sim.connections)),
+                             return_exceptions=True)
         await runner.cleanup()
         sim.close()
 

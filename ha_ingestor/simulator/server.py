@@ -162,9 +162,7 @@ class Simulator:
         self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
         rows = self._db.execute("SELECT entity_id, lu, lc, s, a FROM states ORDER BY rowid").fetchall()
         for entity_id, lu, lc, state, attrs in rows:
-            entity = self.home.entities.get(entity_id)
-            if entity is None:
-                continue
+            entity = self.home.entities.get(entity_id) or self.home.create(entity_id)
             if entity.history and entity.history[0][0] > lu:
                 entity.history.clear()  # the state built at start-up is newer than what was recorded
             self.home._commit(entity, lu, lc, state, orjson.loads(attrs))
@@ -479,13 +477,19 @@ class Simulator:
     async def rest_set_state(self, request: web.Request) -> web.Response:
         await self._guard(request)
         body = _loads(await request.read())
-        entity = self.home.entities.get(request.match_info["entity_id"])
-        if not isinstance(body, dict) or "state" not in body or entity is None:
-            return web.json_response({"message": "Entity not found or no state given."}, status=400)
+        entity_id = request.match_info["entity_id"]
+        if not isinstance(body, dict) or "state" not in body:
+            return web.json_response({"message": "No state specified."}, status=400)
+        if "." not in entity_id:
+            return web.json_response({"message": "Invalid entity ID specified."}, status=400)
+        entity = self.home.entities.get(entity_id)
+        created = entity is None
+        if entity is None:
+            entity = self.home.create(entity_id)
         attrs = body.get("attributes") if isinstance(body.get("attributes"), dict) else entity.attributes
-        if str(body["state"]) != entity.state or attrs != entity.attributes:
+        if created or str(body["state"]) != entity.state or attrs != entity.attributes:
             self.fire_state_change(entity, state=str(body["state"]), attributes=attrs)
-        return web.Response(body=entity.state_json, content_type="application/json")
+        return web.Response(body=entity.state_json, content_type="application/json", status=201 if created else 200)
 
     async def rest_fire_event(self, request: web.Request) -> web.Response:
         await self._guard(request)
@@ -530,6 +534,8 @@ class Simulator:
     async def sim_pause(self, request: web.Request) -> web.Response:
         await self._guard(request)
         self.paused = True
+        if self._log is not None:
+            self._log.flush()  # a reader of the events log sees every event fired before the pause
         return web.json_response(self.report())
 
     async def sim_resume(self, request: web.Request) -> web.Response:
