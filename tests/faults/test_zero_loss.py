@@ -208,6 +208,20 @@ def test_d2_home_assistant_restarts(run: Run, record_outcome: Any) -> None:
     execute(run, "d. HA restarts (8 s down)", fault, record_outcome)
 
 
+def test_g_every_service_stopped_cleanly_and_restarted(run: Run, record_outcome: Any) -> None:
+    def fault(run: Run) -> None:
+        # SIGTERM, as docker stop and systemd do: in-flight batches are flushed, nothing accepted is lost.
+        run.at(10)
+        assert run.stack.services["enrichment"].terminate() == 0
+        run.stack.start("enrichment")
+        run.at(25)
+        assert run.stack.services["ingestion"].terminate() == 0
+        run.stack.start("ingestion")
+        run.fault_over()
+
+    execute(run, "g. SIGTERM enrichment, then ingestion", fault, record_outcome)
+
+
 @pytest.mark.parametrize("run", [{"mix": 0.1}], indirect=True)
 def test_e_poison_events_become_dead_letters_and_nothing_else_does(run: Run, record_outcome: Any) -> None:
     def prepare(run: Run) -> None:
