@@ -165,16 +165,20 @@ async def run_admin(settings: Settings, stop: asyncio.Event) -> None:
 
 
 async def run_all(settings: Settings, stop: asyncio.Event) -> None:
-    """All three stages in one process; the hop is a direct call, the endpoints are the same."""
-    metrics = Registry()
+    """All three stages in one process; the hop is a direct call, the endpoints are the same.
+
+    Each stage keeps its own metrics registry, so each port's /metrics means what it means in the split
+    (both stages count ``events_received``, for example).
+    """
+    ingestion_metrics, enrichment_metrics, admin_metrics = Registry(), Registry(), Registry()
     peers = admin_api.Peers(settings)
-    async with _enrichment_running(settings, metrics) as enrichment:
-        hop = LocalHop(enrichment.pipeline, metrics)
-        ingestion = build_ingestion(settings, metrics, hop)
+    async with _enrichment_running(settings, enrichment_metrics) as enrichment:
+        hop = LocalHop(enrichment.pipeline, ingestion_metrics)
+        ingestion = build_ingestion(settings, ingestion_metrics, hop)
         servers = [
-            _server(settings, ingestion_api.build(ingestion, metrics), "INGESTION_PORT"),
-            _server(settings, enrichment_api.build(enrichment.pipeline, metrics), "ENRICHMENT_PORT"),
-            _server(settings, admin_api.build(settings, peers, metrics), "ADMIN_PORT"),
+            _server(settings, ingestion_api.build(ingestion, ingestion_metrics), "INGESTION_PORT"),
+            _server(settings, enrichment_api.build(enrichment.pipeline, enrichment_metrics), "ENRICHMENT_PORT"),
+            _server(settings, admin_api.build(settings, peers, admin_metrics), "ADMIN_PORT"),
         ]
         log.info("ha-ingestor up (single process)", extra={
             "ha_url": settings.HA_URL, "store": enrichment.store.name, "ports": f"{settings.INGESTION_PORT},"
