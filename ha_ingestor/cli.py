@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 import signal
 import socket
@@ -20,7 +21,7 @@ from pathlib import Path
 import uvloop
 
 from . import __version__, logs, wiring
-from .errors import AuthInvalid, SettingsError
+from .errors import AuthInvalid, SettingsError, StoreUnavailable
 from .http import port_is_free
 from .settings import Settings, describe
 from .simulator.run import SimOptions
@@ -103,6 +104,51 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return _run(lambda stop: simulator_serve(options, stop))
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    settings = Settings.load(env_file=args.env_file)
+    logs.setup("warning", "text", settings.secrets())
+    from .verify import Verifier, render_json
+
+    verifier = Verifier(settings, window_s=args.window or settings.VERIFY_WINDOW_S,
+                        baseline_per_min=settings.VERIFY_BASELINE_PER_MIN if args.baseline is None else args.baseline,
+                        tolerance=settings.VERIFY_RATE_TOLERANCE)
+    progress = None if args.json else (lambda text: print(text, file=sys.stderr, flush=True))
+    report = uvloop.run(verifier.run(progress))
+    print(render_json(report) if args.json else report.table())
+    return 0 if report.passed else EXIT_FAILED
+
+
+def cmd_influx_init(args: argparse.Namespace) -> int:
+    settings = Settings.load(env_file=args.env_file)
+    logs.setup("warning", "text", settings.secrets())
+    from .metrics import Registry
+    from .sinks.influx import InfluxStore
+    from .sinks.influx_init import InitPlan, init, parse_duration
+
+    if not settings.INFLUXDB_URL:
+        raise SettingsError("INFLUXDB_URL", "is not set: influx init needs the InfluxDB to prepare")
+    try:
+        plan = InitPlan(retention_s=parse_duration(args.retention),
+                        retention_policy=settings.INFLUXDB_RETENTION_POLICY or "ha_ingestor",
+                        downsample=args.downsample, downsample_retention_s=parse_duration(args.downsample_retention))
+    except ValueError as exc:
+        print(f"ha-ingestor influx init: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if plan.downsample and not re.fullmatch(r"\d+[mhdw]", plan.downsample):
+        print(f"ha-ingestor influx init: --downsample {plan.downsample!r} is not an interval like 1h",
+              file=sys.stderr)
+        return EXIT_USAGE
+    store = wiring.store_from(settings, Registry())
+    assert isinstance(store, InfluxStore)
+    try:
+        for line in uvloop.run(init(store, plan)):
+            print(line)
+    except StoreUnavailable as exc:
+        print(f"ha-ingestor influx init: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     if args.effective:
         settings = Settings.load(env_file=args.env_file)
@@ -154,6 +200,20 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--paused", action="store_true", help="fire nothing until POST /sim/resume")
     sim.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     sim.set_defaults(func=cmd_simulate)
+
+    ver = sub.add_parser("verify", help="check a running deployment against the migration plan's success criteria")
+    ver.add_argument("--window", type=float, default=None, help="seconds of traffic to judge (VERIFY_WINDOW_S)")
+    ver.add_argument("--baseline", type=float, default=None,
+                     help="expected events per minute (VERIFY_BASELINE_PER_MIN, default 17)")
+    ver.add_argument("--json", action="store_true", help="print the report as JSON")
+    ver.set_defaults(func=cmd_verify)
+
+    influx = sub.add_parser("influx", help="prepare InfluxDB").add_subparsers(dest="influx_command", required=True)
+    ini = influx.add_parser("init", help="create the database/bucket with a retention period (idempotent)")
+    ini.add_argument("--retention", default="INF", help="how long to keep points: 90d, 52w, 48h or INF (default)")
+    ini.add_argument("--downsample", default="", help="v1: also keep mean/min/max of value per this interval (1h)")
+    ini.add_argument("--downsample-retention", default="INF", help="how long to keep the downsampled points")
+    ini.set_defaults(func=cmd_influx_init)
 
     st = sub.add_parser("settings", help="list every setting (or the effective values, secrets masked)")
     st.add_argument("--effective", action="store_true")

@@ -172,6 +172,11 @@ class Settings:
     BACKFILL: bool = _setting(True, _bool, doc="fetch the gap from HA's recorder after a reconnect")
     BACKFILL_DELAY_S: float = _setting(6.0, _float_range(0, 600), doc="wait for HA's recorder commit")
     BACKFILL_MAX_HOURS: float = _setting(240.0, _float_range(0.01, 24 * 365))
+    # --- ha-ingestor verify (the migration plan's success criteria)
+    VERIFY_WINDOW_S: float = _setting(60.0, _float_range(5, 3600), doc="verify: seconds of traffic to judge")
+    VERIFY_BASELINE_PER_MIN: float = _setting(17.0, _float_range(0, 10**7), doc="verify: expected events/min")
+    VERIFY_RATE_TOLERANCE: float = _setting(0.5, _float_range(0, 1), doc="verify: rate may be this much below")
+    ADMIN_URL: str = _setting("http://127.0.0.1:8003", _url, doc="where verify finds admin-api")
     # --- logs
     LOG_LEVEL: str = _setting("info", _choice("debug", "info", "warning", "error"))
     LOG_FORMAT: str = _setting("auto", _choice("auto", "text", "json"))

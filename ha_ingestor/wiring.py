@@ -73,6 +73,12 @@ def build_enrichment(settings: Settings, metrics: Registry) -> Enrichment:
     return Enrichment(pipeline, store, db)
 
 
+def filter_rules(settings: Settings) -> FilterRules:
+    return FilterRules(settings.INCLUDE_DOMAINS, settings.INCLUDE_ENTITIES, settings.INCLUDE_ENTITY_GLOBS,
+                       settings.EXCLUDE_DOMAINS, settings.EXCLUDE_ENTITIES, settings.EXCLUDE_ENTITY_GLOBS,
+                       settings.EXCLUDE_EVENT_TYPES)
+
+
 def build_ingestion(settings: Settings, metrics: Registry, hop: Hop) -> Ingestion:
     if not settings.HA_TOKEN:
         raise SettingsError("HA_TOKEN", "is required: a long-lived access token from your HA profile page")
@@ -81,9 +87,7 @@ def build_ingestion(settings: Settings, metrics: Registry, hop: Hop) -> Ingestio
     config = IngestionConfig(
         ha_url=settings.HA_URL, ha_token=settings.HA_TOKEN, event_types=settings.HA_EVENT_TYPES,
         home_id=settings.HOME_ID,
-        filter=FilterRules(settings.INCLUDE_DOMAINS, settings.INCLUDE_ENTITIES, settings.INCLUDE_ENTITY_GLOBS,
-                           settings.EXCLUDE_DOMAINS, settings.EXCLUDE_ENTITIES, settings.EXCLUDE_ENTITY_GLOBS,
-                           settings.EXCLUDE_EVENT_TYPES),
+        filter=filter_rules(settings),
         batch_max_events=settings.BATCH_MAX_EVENTS, batch_max_delay=settings.BATCH_MAX_DELAY_MS / 1000,
         backfill=settings.BACKFILL, backfill_delay=settings.BACKFILL_DELAY_S,
         backfill_max_hours=settings.BACKFILL_MAX_HOURS,

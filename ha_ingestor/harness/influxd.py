@@ -141,6 +141,13 @@ class Influxd:
                     out.append(row)
         return out
 
+    def write(self, db: str, lines: str, rp: str = "", timeout: float = 60.0) -> None:
+        params = urllib.parse.urlencode({"db": db, **({"rp": rp} if rp else {})})
+        req = urllib.request.Request(f"{self.url}/write?{params}", data=lines.encode(), method="POST")
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            if resp.status != 204:
+                raise RuntimeError(f"write answered {resp.status}")
+
     def create_database(self, name: str) -> None:
         self.query(f'CREATE DATABASE "{name}"', method="POST")
 

@@ -158,6 +158,7 @@ class Stack:
             "ENRICHMENT_PORT": str(self.enrichment_port), "ADMIN_PORT": str(self.admin_port),
             "ENRICHMENT_URL": f"http://127.0.0.1:{self.enrichment_port}",
             "INGESTION_URL": f"http://127.0.0.1:{self.ingestion_port}",
+            "ADMIN_URL": f"http://127.0.0.1:{self.admin_port}",
             "BACKFILL_DELAY_S": "1", "LOG_LEVEL": "info",
         }
         if self.influx_url:

@@ -219,9 +219,13 @@ class InfluxStore:
             return await self.check()
         raise StoreUnavailable(f"InfluxDB write check failed: HTTP {status}: {reason}")
 
-    async def query(self, q: str, *, method: str = "GET", database: str | None = None) -> dict[str, Any]:
-        """Run an InfluxQL statement (v1 API, also on 1.8+/2.x with a DBRP mapping)."""
+    async def query(
+        self, q: str, *, method: str = "GET", database: str | None = None, epoch: str | None = None,
+    ) -> dict[str, Any]:
+        """Run an InfluxQL statement (v1 API, also on 1.8+/2.x with a DBRP mapping); ``epoch``: "ns" etc."""
         params = {"q": q}
+        if epoch:
+            params["epoch"] = epoch
         db = self.config.database if database is None else database
         if db:
             params["db"] = db

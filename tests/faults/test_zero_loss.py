@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from ha_ingestor.harness.audit import Key, fired_keys, stored_keys
 from ha_ingestor.harness.influxd import Influxd
 from ha_ingestor.harness.procs import Stack, http_get, http_post
 from ha_ingestor.model import to_us
@@ -27,7 +28,6 @@ pytestmark = pytest.mark.faults
 RATE = 500
 DURATION = 60.0
 DB = "faults"
-Key = tuple[str, str, int]  # ("state", entity_id, µs) or ("event", event_type, µs)
 
 
 @dataclass
@@ -62,18 +62,6 @@ def stored_count(influxd: Influxd) -> int | None:
     except (OSError, urllib.error.URLError, RuntimeError):
         return None  # the store is the thing being broken right now
     return sum(int(r["count"]) for r in rows)
-
-
-def stored_keys(influxd: Influxd) -> list[Key]:
-    states = influxd.rows('SELECT "available" FROM "states" GROUP BY "entity_id"', DB)
-    events = influxd.rows('SELECT "origin" FROM "events" GROUP BY "event_type"', DB)
-    return [("state", r["entity_id"], r["time"] // 1000) for r in states] + \
-        [("event", r["event_type"], r["time"] // 1000) for r in events]
-
-
-def fired_keys(stack: Stack) -> list[Key]:
-    return [("state", entity, us) if kind == "state_changed" else ("event", kind, us)
-            for _, kind, entity, us in stack.fired()]
 
 
 def dead_letter_keys(stack: Stack) -> list[Key]:
@@ -124,7 +112,7 @@ def execute(run: Run, scenario: str, fault: Callable[[Run], None], record: Calla
         time.sleep(0.5)
     time.sleep(1.0)  # anything arriving after the expected count would be a duplicate: give it a chance
     finished = time.monotonic()
-    stored = stored_keys(run.influxd)
+    stored = stored_keys(run.influxd, DB)
     dead = dead_letter_keys(stack)
     counts = Counter(stored)
     fired_set = set(fired)
