@@ -104,6 +104,26 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return _run(lambda stop: simulator_serve(options, stop))
 
 
+def cmd_health(args: argparse.Namespace) -> int:
+    """Container health check: GET /health of one local service; exit 0 on 200 (no curl in the image)."""
+    import urllib.error
+    import urllib.request
+
+    settings = Settings.load(env_file=args.env_file)
+    port = {"ingestion": settings.INGESTION_PORT, "enrichment": settings.ENRICHMENT_PORT,
+            "admin": settings.ADMIN_PORT, "up": settings.ADMIN_PORT}[args.service]
+    host = "127.0.0.1" if settings.BIND_HOST in ("0.0.0.0", "::", "") else settings.BIND_HOST
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=args.timeout) as resp:
+            print(resp.read().decode("utf-8", "replace")[:500])
+            return 0
+    except urllib.error.HTTPError as exc:
+        print(f"{args.service}: HTTP {exc.code}: {exc.read().decode('utf-8', 'replace')[:500]}", file=sys.stderr)
+    except (OSError, TimeoutError) as exc:
+        print(f"{args.service}: not answering on port {port}: {exc}", file=sys.stderr)
+    return EXIT_FAILED
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     settings = Settings.load(env_file=args.env_file)
     logs.setup("warning", "text", settings.secrets())
@@ -200,6 +220,11 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--paused", action="store_true", help="fire nothing until POST /sim/resume")
     sim.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     sim.set_defaults(func=cmd_simulate)
+
+    health = sub.add_parser("health", help="exit 0 when the local service answers /health with 200")
+    health.add_argument("service", nargs="?", default="up", choices=["ingestion", "enrichment", "admin", "up"])
+    health.add_argument("--timeout", type=float, default=5.0)
+    health.set_defaults(func=cmd_health)
 
     ver = sub.add_parser("verify", help="check a running deployment against the migration plan's success criteria")
     ver.add_argument("--window", type=float, default=None, help="seconds of traffic to judge (VERIFY_WINDOW_S)")

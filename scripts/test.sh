@@ -4,7 +4,7 @@
 # and style, then runs pytest. Extra arguments go to pytest (e.g. -k e2e, -m "not real_ha").
 set -euo pipefail
 source "$(dirname "$0")/setup.sh"
-ensure_apt influxdb victoria-metrics
+ensure_apt influxdb victoria-metrics docker-compose chromium chromium-driver nats-server
 ensure_venv test
 cd "$ROOT"
 
