@@ -1,9 +1,9 @@
 """HTTP plumbing shared by the three services: the request guard, JSON responses, the server runner.
 
 The guard is plain ASGI and runs before any route: it enforces the body limit (413, whether or not the
-client sent Content-Length) and, when ``API_TOKEN`` is set, the bearer token on every path but
-``/health`` (401, compared in constant time). Routes therefore never see an oversized or
-unauthenticated request.
+client sent Content-Length), bounds JSON nesting (400 past ``MAX_JSON_DEPTH`` levels) and, when
+``API_TOKEN`` is set, the bearer token on every path but ``/health`` (401, compared in constant time).
+Routes therefore never see an oversized, absurdly nested or unauthenticated request.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import re
 import socket
 from collections.abc import Awaitable, Callable, Generator, Iterable, MutableMapping
 from typing import Any
@@ -23,6 +24,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from .schemas import ErrorBody
+
 log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
@@ -32,6 +35,40 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 OPEN_PATHS = frozenset({"/health"})
+
+# Home Assistant's deepest events (attributes holding lists of dicts) are about a dozen levels inside a batch;
+# 64 leaves room for any real payload and keeps recursive code downstream far from Python's stack limit.
+MAX_JSON_DEPTH = 64
+
+_KEEP_STRUCTURE = bytes(sorted(set(range(256)) - set(b'"[]{}')))
+_INNERMOST_PAIR = re.compile(rb"\[\]|\{\}")
+
+
+def json_too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when ``body`` (JSON) nests arrays/objects more than ``limit`` levels deep.
+
+    Linear and in C for the most part (about 1 ms for a 1000-event batch): escapes and string contents are
+    dropped, so only the brackets remain, and each pass of the regex removes exactly one level of
+    innermost pairs. Malformed bracketing answers False: the JSON parser then says what is wrong.
+    """
+    if b"\\" in body:
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    skeleton = b"".join(body.translate(None, _KEEP_STRUCTURE).split(b'"')[::2])
+    for _ in range(limit):
+        if not skeleton:
+            return False
+        skeleton, removed = _INNERMOST_PAIR.subn(b"", skeleton)
+        if not removed:
+            return False
+    return bool(skeleton)
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "malformed request (JSON, Content-Length, nesting over 64 levels)"},
+    401: {"model": ErrorBody, "description": "API_TOKEN is set and the bearer token is missing or wrong"},
+    413: {"model": ErrorBody, "description": "body over MAX_BODY_BYTES"},
+    422: {"model": ErrorBody, "description": "invalid input; `field` names what is wrong"},
+}
 
 
 def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -53,9 +90,11 @@ async def _send_error(send: Send, status: int, message: str, headers: Iterable[t
 class Guard:
     """Body size limit and bearer-token authentication in front of an ASGI app."""
 
-    def __init__(self, app: ASGIApp, *, max_body: int, token: str = "", open_paths: frozenset[str] = OPEN_PATHS):
+    def __init__(self, app: ASGIApp, *, max_body: int, token: str = "", open_paths: frozenset[str] = OPEN_PATHS,
+                 max_depth: int = MAX_JSON_DEPTH):
         self.app = app
         self.max_body = max_body
+        self.max_depth = max_depth
         self.token = token.encode()
         self.open_paths = open_paths
 
@@ -97,6 +136,9 @@ class Guard:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        if json_too_deep(body, self.max_depth):
+            await _send_error(send, 400, f"JSON nested deeper than {self.max_depth} levels")
+            return
         sent = False
 
         async def replay() -> Message:
@@ -118,7 +160,8 @@ class Guard:
 
 def make_app(title: str, description: str) -> FastAPI:
     """A FastAPI app whose errors are JSON ``{"error": ...}`` and never leak a traceback."""
-    app = FastAPI(title=title, description=description, version=_version(), docs_url="/docs", redoc_url=None)
+    app = FastAPI(title=title, description=description, version=_version(), docs_url="/docs", redoc_url=None,
+                  responses=ERROR_RESPONSES)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:

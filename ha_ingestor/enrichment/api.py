@@ -9,6 +9,7 @@ import orjson
 from fastapi import FastAPI, Query, Request
 from starlette.responses import PlainTextResponse, Response
 
+from .. import schemas
 from ..errors import EventInvalid, StoreUnavailable
 from ..http import error, json_response, make_app
 from ..metrics import Registry
@@ -38,13 +39,18 @@ _BATCH_SCHEMA: dict[str, Any] = {
     "required": ["events"],
     "properties": {"events": {"type": "array", "items": _EVENT_SCHEMA}, "home_id": {"type": "string"}},
 }
-_OUTCOME: dict[str, Any] = {"description": "durable: stored (200) or spooled (202)"}
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "malformed JSON"},
-    413: {"description": "body over MAX_BODY_BYTES"},
-    422: {"description": "not a Home Assistant event; `field` names what is wrong"},
-    503: {"description": "store unavailable and spool full; retry later"},
+_OUTCOME: dict[int | str, dict[str, Any]] = {
+    200: {"model": schemas.Outcome, "description": "durable: written to the store"},
+    202: {"model": schemas.Outcome, "description": "durable: the store is down, the events wait in the spool"},
 }
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": schemas.ErrorBody, "description": "malformed JSON, or nested over 64 levels"},
+    413: {"model": schemas.ErrorBody, "description": "body over MAX_BODY_BYTES"},
+    422: {"model": schemas.ErrorBody, "description": "not a Home Assistant event; `field` names what is wrong"},
+    503: {"model": schemas.ErrorBody, "description": "store unavailable and spool full; retry later"},
+}
+_STORE_DOWN: dict[int | str, dict[str, Any]] = {
+    503: {"model": schemas.ErrorBody, "description": "the store is unavailable"}}
 
 
 def _body_spec(schema: dict[str, Any]) -> dict[str, Any]:
@@ -75,7 +81,7 @@ def build(pipeline: Pipeline, metrics: Registry, *, service: str = "enrichment-p
                    "Takes Home Assistant events, enriches them into points and stores them durably.")
     started = time.time()
 
-    @app.post("/events", openapi_extra=_body_spec(_EVENT_SCHEMA), responses={200: _OUTCOME, **_ERRORS})
+    @app.post("/events", openapi_extra=_body_spec(_EVENT_SCHEMA), responses={**_OUTCOME, **_ERRORS})
     async def post_event(request: Request, home_id: str = Query("", max_length=64)) -> Response:
         """Store one Home Assistant event (the migration plan's own check posts here)."""
         if (bad := _check_home(home_id)) is not None:
@@ -91,7 +97,7 @@ def build(pipeline: Pipeline, metrics: Registry, *, service: str = "enrichment-p
 
         return await _answer(run())
 
-    @app.post("/events/batch", openapi_extra=_body_spec(_BATCH_SCHEMA), responses={200: _OUTCOME, **_ERRORS})
+    @app.post("/events/batch", openapi_extra=_body_spec(_BATCH_SCHEMA), responses={**_OUTCOME, **_ERRORS})
     async def post_batch(request: Request) -> Response:
         """Store a batch ``{"events": [...], "home_id": "..."}``; 2xx only once it is durable."""
         body = await request.body()
@@ -105,7 +111,8 @@ def build(pipeline: Pipeline, metrics: Registry, *, service: str = "enrichment-p
 
         return await _answer(run())
 
-    @app.put("/registry", openapi_extra=_body_spec({"type": "object"}))
+    @app.put("/registry", openapi_extra=_body_spec({"type": "object"}),
+             responses={200: {"model": schemas.RegistryAnswer}})
     async def put_registry(request: Request, home_id: str = Query("", max_length=64)) -> Response:
         """Replace a home's registry snapshot (entities, devices, areas, floors, labels, time_zone)."""
         if (bad := _check_home(home_id)) is not None:
@@ -122,7 +129,8 @@ def build(pipeline: Pipeline, metrics: Registry, *, service: str = "enrichment-p
         return json_response({"home_id": home_id, "entities": len(snapshot.entities), "devices": snapshot.devices,
                               "areas": snapshot.areas, "time_zone": snapshot.time_zone})
 
-    @app.get("/health")
+    @app.get("/health", responses={200: {"model": schemas.EnrichmentHealth},
+                                   503: {"model": schemas.EnrichmentHealth, "description": "the store is unavailable"}})
     async def health() -> Response:
         """200 only when the store is reachable and writable; else 503 with the reason."""
         try:
@@ -133,7 +141,7 @@ def build(pipeline: Pipeline, metrics: Registry, *, service: str = "enrichment-p
         return json_response({"service": service, "status": "ok", "reason": "",
                               "spool": pipeline.spool.depth()})
 
-    @app.get("/status")
+    @app.get("/status", responses={200: {"model": schemas.EnrichmentStatus}})
     async def status() -> Response:
         """Figures of this service: store, spool, dead letters, uptime."""
         return json_response({"service": service, "uptime_s": round(time.time() - started, 3), **pipeline.status()})
@@ -143,7 +151,7 @@ def build(pipeline: Pipeline, metrics: Registry, *, service: str = "enrichment-p
         """Prometheus text format."""
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
-    @app.get("/events/recent")
+    @app.get("/events/recent", responses={200: {"model": schemas.RecentPoints}, **_STORE_DOWN})
     async def recent(limit: int = Query(50, ge=1, le=1000)) -> Response:
         """The newest points in the store."""
         try:
@@ -151,13 +159,13 @@ def build(pipeline: Pipeline, metrics: Registry, *, service: str = "enrichment-p
         except StoreUnavailable as exc:
             return error(503, f"store: {exc}")
 
-    @app.get("/deadletters")
+    @app.get("/deadletters", responses={200: {"model": schemas.DeadLetters}})
     async def dead_letters(limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> Response:
         """Points the store refused for good, with the reason and the original event."""
         return json_response({"count": pipeline.dead_letters.count,
                               "dead_letters": await pipeline.dead_letters.page(limit, offset)})
 
-    @app.post("/deadletters/replay")
+    @app.post("/deadletters/replay", responses={200: {"model": schemas.ReplayResult}, **_STORE_DOWN})
     async def replay(ids: list[int] | None = None) -> Response:
         """Run dead letters (all, or the given ids) through enrichment again."""
         try:
