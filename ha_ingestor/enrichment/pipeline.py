@@ -98,11 +98,17 @@ class Pipeline:
         self._batches = metrics.counter("batches_received", "Batches accepted by enrichment")
         self._rejected_batches = metrics.counter("batches_refused_spool_full", "Batches answered 503: spool full")
         self._outages = metrics.counter("store_outages", "Times the store became unavailable")
+        self._write_failures = metrics.counter("store_write_failures",
+                                               "Store writes that failed for a transient reason (retried or spooled)")
         self.lag = metrics.histogram("end_to_end_lag_seconds", "Event time to store acknowledgement, per event")
         self.lag.buckets = LAG_BUCKETS
         self.lag.counts = [0] * (len(LAG_BUCKETS) + 1)
         metrics.gauge("store_available", "1 when the last store write succeeded",
                       read=lambda: 0.0 if self.store_down_reason else 1.0)
+        metrics.gauge("last_event_time_seconds", "Time fired (Unix s) of the newest event stored; 0 before any",
+                      read=lambda: self.last_event_time)
+        metrics.gauge("last_store_write_time_seconds", "Unix time of the last successful store write; 0 before any",
+                      read=lambda: self.last_store_write)
 
     # ---------------------------------------------------------------- intake
 
@@ -187,6 +193,7 @@ class Pipeline:
             self.last_event_time = newest / 1e6
 
     def _store_down(self, reason: str) -> None:
+        self._write_failures.inc()
         if not self.store_down_reason:
             self._outages.inc()
             log.warning("store unavailable; spooling accepted batches", extra={"reason": reason})

@@ -73,15 +73,20 @@ class Outbox:
     def __init__(self, path: Path, *, max_events: int, synchronous: str, metrics: Registry) -> None:
         self.db = SqliteWorker(path, synchronous=synchronous.upper(), schema=SCHEMA)
         self.max_events = max_events
-        self.count = int(self.db.run_sync(lambda: self.db.conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]))
+        count, size = self.db.run_sync(lambda: self.db.conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(length(body)), 0) FROM outbox").fetchone())
+        self.count = int(count)
+        self.bytes = int(size)  # bytes waiting, kept like count so /metrics costs no query
         self.bytes_in = 0
         self._in = metrics.counter("outbox_in_events", "Events appended to the outbox")
         self._out = metrics.counter("outbox_out_events", "Events removed from the outbox after enrichment took them")
         self._in_bytes = metrics.counter("outbox_in_bytes", "Bytes appended to the outbox")
+        self._out_bytes = metrics.counter("outbox_out_bytes", "Bytes removed from the outbox once enrichment took them")
         self._commits = metrics.counter("outbox_commits", "Outbox transactions")
         self._commit_time = metrics.histogram("outbox_commit_seconds", "Time of one outbox commit")
         self._rejected = metrics.counter("events_rejected_by_enrichment", "Events enrichment refused for good")
         metrics.gauge("outbox_events", "Events waiting in the outbox", read=lambda: self.count)
+        metrics.gauge("outbox_bytes", "Bytes waiting in the outbox", read=lambda: self.bytes)
         metrics.gauge("outbox_limit_events", "Outbox limit", read=lambda: self.max_events)
 
     @property
@@ -111,6 +116,7 @@ class Outbox:
         self.count += len(bodies)
         self._in.inc(len(bodies))
         size = sum(len(b) for b in bodies)
+        self.bytes += size
         self.bytes_in += size
         self._in_bytes.inc(size)
 
@@ -125,14 +131,22 @@ class Outbox:
             return
         first, last = ids[0], ids[-1]
 
-        def _delete(conn: sqlite3.Connection) -> int:
+        def _delete(conn: sqlite3.Connection) -> tuple[int, int]:
+            # The size is read in the same transaction (the rows are in the page cache already), so the byte
+            # counters stay exact without the forwarder having to pass sizes along.
             if last - first + 1 == len(ids):
-                return conn.execute("DELETE FROM outbox WHERE id BETWEEN ? AND ?", (first, last)).rowcount
-            return conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids]).rowcount
+                size = conn.execute("SELECT COALESCE(SUM(length(body)), 0) FROM outbox WHERE id BETWEEN ? AND ?",
+                                    (first, last)).fetchone()[0]
+                return conn.execute("DELETE FROM outbox WHERE id BETWEEN ? AND ?", (first, last)).rowcount, size
+            size = sum(conn.execute("SELECT COALESCE(SUM(length(body)), 0) FROM outbox WHERE id = ?", (i,))
+                       .fetchone()[0] for i in ids)
+            return conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids]).rowcount, size
 
-        removed = await self.db.run(transaction, self.db.conn, _delete)
+        removed, size = await self.db.run(transaction, self.db.conn, _delete)
         self.count -= removed
+        self.bytes -= int(size)
         self._out.inc(removed)
+        self._out_bytes.inc(int(size))
 
     async def reject(self, rows: Sequence[tuple[int, bytes]], reason: str) -> None:
         """Move events enrichment refused for good out of the outbox, into ``rejected``."""
@@ -145,6 +159,7 @@ class Outbox:
 
         await self.db.run(transaction, self.db.conn, _move)
         self.count -= len(rows)
+        self.bytes -= sum(len(body) for _, body in rows)
         self._rejected.inc(len(rows))
 
     async def rejected(self, limit: int = 100) -> list[dict[str, Any]]:
