@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from .admin import api as admin_api
+from .admin.sampler import Sampler
 from .enrichment import api as enrichment_api
 from .enrichment.deadletters import DeadLetters
 from .enrichment.pipeline import Pipeline
@@ -23,7 +24,7 @@ from .errors import SettingsError
 from .hop.base import Hop
 from .hop.http import HttpHop
 from .hop.local import LocalHop
-from .http import Guard, Server, port_is_free, serve_until, server
+from .http import OPEN_PATHS, Guard, Server, port_is_free, serve_until, server
 from .ingestion import api as ingestion_api
 from .ingestion.filter import FilterRules
 from .ingestion.outbox import Outbox
@@ -95,12 +96,30 @@ def build_ingestion(settings: Settings, metrics: Registry, hop: Hop) -> Ingestio
     return Ingestion(config, outbox, hop, metrics)
 
 
-def _server(settings: Settings, app: object, port_setting: str) -> Server:
+# The dashboard page holds no data and cannot send a bearer token when a browser opens it; its script then
+# asks for the token and sends it with every API call.
+ADMIN_OPEN_PATHS = OPEN_PATHS | {"/"}
+
+
+def _server(settings: Settings, app: object, port_setting: str, open_paths: frozenset[str] = OPEN_PATHS) -> Server:
     port = getattr(settings, port_setting)
     if port and not port_is_free(settings.BIND_HOST, port):
         raise SettingsError(port_setting, f"port {port} on {settings.BIND_HOST} is already in use")
-    guarded = Guard(app, max_body=settings.MAX_BODY_BYTES, token=settings.API_TOKEN)  # type: ignore[arg-type]
+    guarded = Guard(app, max_body=settings.MAX_BODY_BYTES, token=settings.API_TOKEN,  # type: ignore[arg-type]
+                    open_paths=open_paths)
     return server(guarded, settings.BIND_HOST, port)
+
+
+@contextlib.asynccontextmanager
+async def _sampling(sampler: Sampler) -> AsyncIterator[None]:
+    """admin-api's scrapes of the other services, for as long as admin-api serves."""
+    task = asyncio.create_task(sampler.run(), name="admin-sampler")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 @contextlib.asynccontextmanager
@@ -160,10 +179,13 @@ async def run_ingestion(settings: Settings, stop: asyncio.Event) -> None:
 async def run_admin(settings: Settings, stop: asyncio.Event) -> None:
     metrics = Registry()
     peers = admin_api.Peers(settings)
-    srv = _server(settings, admin_api.build(settings, peers, metrics), "ADMIN_PORT")
+    sampler = Sampler(peers)
+    srv = _server(settings, admin_api.build(settings, peers, metrics, sampler=sampler), "ADMIN_PORT",
+                  ADMIN_OPEN_PATHS)
     log.info("admin-api serving", extra={"port": settings.ADMIN_PORT})
     try:
-        await serve_until([srv], stop)
+        async with _sampling(sampler):
+            await serve_until([srv], stop)
     finally:
         await peers.close()
 
@@ -176,13 +198,15 @@ async def run_all(settings: Settings, stop: asyncio.Event) -> None:
     """
     ingestion_metrics, enrichment_metrics, admin_metrics = Registry(), Registry(), Registry()
     peers = admin_api.Peers(settings)
-    async with _enrichment_running(settings, enrichment_metrics) as enrichment:
+    sampler = Sampler(peers)
+    async with _enrichment_running(settings, enrichment_metrics) as enrichment, _sampling(sampler):
         hop = LocalHop(enrichment.pipeline, ingestion_metrics)
         ingestion = build_ingestion(settings, ingestion_metrics, hop)
         servers = [
             _server(settings, ingestion_api.build(ingestion, ingestion_metrics), "INGESTION_PORT"),
             _server(settings, enrichment_api.build(enrichment.pipeline, enrichment_metrics), "ENRICHMENT_PORT"),
-            _server(settings, admin_api.build(settings, peers, admin_metrics), "ADMIN_PORT"),
+            _server(settings, admin_api.build(settings, peers, admin_metrics, sampler=sampler), "ADMIN_PORT",
+                    ADMIN_OPEN_PATHS),
         ]
         log.info("ha-ingestor up (single process)", extra={
             "ha_url": settings.HA_URL, "store": enrichment.store.name, "ports": f"{settings.INGESTION_PORT},"

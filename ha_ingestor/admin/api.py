@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
-from fastapi import FastAPI
-from starlette.responses import PlainTextResponse, Response
+from fastapi import FastAPI, Query
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
-from ..http import json_response, make_app
+from .. import schemas
+from ..http import error, json_response, make_app
 from ..metrics import Registry
 from ..settings import Settings
+from . import stats
+from .sampler import Sampler
 
 
 class Peers:
@@ -90,11 +94,42 @@ async def aggregate_health(peers: Peers) -> tuple[bool, dict[str, Any]]:
     return healthy, parts
 
 
-def build(settings: Settings, peers: Peers, metrics: Registry, *, service: str = "admin-api") -> FastAPI:
+_DASHBOARD = Path(__file__).with_name("static") / "dashboard.html"
+_UNREACHABLE: dict[int | str, dict[str, Any]] = {
+    502: {"model": schemas.ErrorBody, "description": "enrichment-pipeline did not answer"}}
+_STORE_DOWN: dict[int | str, dict[str, Any]] = {
+    503: {"model": schemas.ErrorBody, "description": "the store is unavailable"}}
+
+
+async def _proxy(answer: Any) -> Response:
+    """Pass enrichment's answer on as it is; 502 when it did not answer."""
+    status, body = await answer
+    if status == 0:
+        return error(502, str(body))
+    if not isinstance(body, dict):
+        return error(502, f"enrichment-pipeline answered HTTP {status} without JSON")
+    return json_response(body, status)
+
+
+def build(settings: Settings, peers: Peers, metrics: Registry, *, service: str = "admin-api",
+          sampler: Sampler | None = None) -> FastAPI:
+    """The admin app; ``sampler`` should be running (wiring runs it) for /stats to have rates."""
     app = make_app("HA Ingestor admin-api", "Health of every part, stats, metrics and the dashboard.")
     started = time.time()
+    sampler = sampler or Sampler(peers)
+    dashboard = _DASHBOARD.read_bytes()
 
-    @app.get("/health")
+    @app.get("/", response_class=HTMLResponse, responses={200: {"content": {"text/html": {}}}})
+    async def index() -> Response:
+        """The live dashboard. The page holds no data (it is served without the token); it asks for the
+        API token once when the API wants one and keeps it in the tab's sessionStorage."""
+        return Response(dashboard, media_type="text/html; charset=utf-8",
+                        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
+                                 "Content-Security-Policy": "default-src 'self'; style-src 'unsafe-inline'; "
+                                 "script-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'"})
+
+    @app.get("/health", responses={200: {"model": schemas.AdminHealth},
+                                   503: {"model": schemas.AdminHealth, "description": "some part is not healthy"}})
     async def health() -> Response:
         """200 only when ingestion, enrichment, Home Assistant and the store are all healthy."""
         healthy, parts = await aggregate_health(peers)
@@ -102,11 +137,44 @@ def build(settings: Settings, peers: Peers, metrics: Registry, *, service: str =
         return json_response({"service": service, "status": "ok" if healthy else "unavailable",
                               "reason": "; ".join(reasons), "parts": parts}, 200 if healthy else 503)
 
-    @app.get("/config")
+    @app.get("/config", responses={200: {"model": schemas.ServiceConfig}})
     async def config() -> Response:
         """Effective settings of this service; secrets masked."""
         return json_response({"service": service, "uptime_s": round(time.time() - started, 3),
                               "settings": settings.masked()})
+
+    @app.get("/stats", responses={200: {"model": schemas.Stats}})
+    async def get_stats() -> Response:
+        """Rates over 1 min / 5 min / 1 h, totals, error rates, latency percentiles, outbox and spool depth,
+        last event times, dead letters and gaps; computed from the services' counters, scraped over time.
+        Totals count since each service started; ``covered_s`` says how much of a window was observed."""
+        now, live, status = await sampler.scrape()
+        gaps_status, gaps_body = await peers.get("websocket-ingestion", "/gaps")
+        gaps = gaps_body.get("gaps") if gaps_status == 200 and isinstance(gaps_body, dict) else None
+        return json_response(stats.report(list(sampler.history), now, live, status, gaps, sampler.interval))
+
+    @app.get("/stats/series", responses={200: {"model": schemas.RateSeries}})
+    async def get_series(window: float = Query(3600.0, ge=60, le=3600, description="seconds"),
+                         step: float = Query(10.0, ge=5, le=600, description="seconds per point")) -> Response:
+        """Events received and stored per second, in ``step``-second buckets over the last ``window``
+        seconds (the dashboard's chart). Buckets in which no scrape ended are left out."""
+        points = stats.series(list(sampler.history), window, step, time.time())
+        return json_response({"window_s": window, "step_s": step, "points": points})
+
+    @app.get("/events/recent", responses={200: {"model": schemas.RecentPoints}, **_UNREACHABLE, **_STORE_DOWN})
+    async def recent(limit: int = Query(50, ge=1, le=1000)) -> Response:
+        """The newest points in the store (asked of enrichment-pipeline, which reads the store)."""
+        return await _proxy(peers.get("enrichment-pipeline", "/events/recent", limit=limit))
+
+    @app.get("/deadletters", responses={200: {"model": schemas.DeadLetters}, **_UNREACHABLE})
+    async def dead_letters(limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> Response:
+        """Points the store refused for good, with the reason and the original event."""
+        return await _proxy(peers.get("enrichment-pipeline", "/deadletters", limit=limit, offset=offset))
+
+    @app.post("/deadletters/replay", responses={200: {"model": schemas.ReplayResult}, **_UNREACHABLE, **_STORE_DOWN})
+    async def replay(ids: list[int] | None = None) -> Response:
+        """Run dead letters (all, or the given ids) through enrichment again; those the store takes leave the list."""
+        return await _proxy(peers.post("enrichment-pipeline", "/deadletters/replay", ids))
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def get_metrics() -> Response:
