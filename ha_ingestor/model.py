@@ -77,6 +77,12 @@ class Event(msgspec.Struct, frozen=True):
         return self.data if isinstance(self.data, StateChangedData) else None
 
 
+# InfluxDB stores nanoseconds in a signed 64-bit integer (as does the embedded store): 1677-09-21..2262-04-11.
+# A day inside those bounds, so local-time fields computed in any time zone stay representable too.
+EARLIEST = datetime(1677, 9, 22, tzinfo=UTC)
+LATEST = datetime(2262, 4, 10, tzinfo=UTC)
+
+
 def to_us(moment: datetime) -> int:
     """Microseconds since the epoch, exactly (no float on the way)."""
     return (moment - EPOCH) // _ONE_US
@@ -145,13 +151,23 @@ def validate(raw: RawEvent, where: str = "") -> Event:
         raise EventInvalid(*_field_of(exc, prefix)) from None
     except (msgspec.DecodeError, RecursionError) as exc:
         raise EventInvalid(prefix, f"cannot be decoded: {exc}") from None
+    _check_time(raw.time_fired, f"{where}.time_fired" if where else "time_fired")
     if isinstance(data, StateChangedData):
+        if data.new_state is not None:
+            _check_time(data.new_state.last_updated, f"{prefix}.new_state.last_updated")
         if not _ENTITY_ID.match(data.entity_id):
             raise EventInvalid(f"{prefix}.entity_id", f"must look like domain.object_id (got {data.entity_id!r})")
         for key, state in (("old_state", data.old_state), ("new_state", data.new_state)):
             if state is not None and state.entity_id != data.entity_id:
                 raise EventInvalid(f"{prefix}.{key}.entity_id", "differs from data.entity_id")
     return Event(raw.event_type, raw.time_fired, data, raw.origin, raw.context, raw)
+
+
+def _check_time(moment: datetime, field: str) -> None:
+    """A point's time must fit the store's 64-bit nanoseconds; else the event could never be stored."""
+    if not EARLIEST <= moment <= LATEST:
+        raise EventInvalid(field, f"{moment.isoformat()} is outside what a store can hold "
+                                  f"({EARLIEST.date()} to {LATEST.date()})")
 
 
 def encode(value: Any) -> bytes:

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Query
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
 from .. import schemas
+from ..enrichment.api import DeadLetterIds
 from ..http import error, json_response, make_app
 from ..metrics import Registry
 from ..settings import Settings
@@ -102,12 +103,14 @@ _STORE_DOWN: dict[int | str, dict[str, Any]] = {
 
 
 async def _proxy(answer: Any) -> Response:
-    """Pass enrichment's answer on as it is; 502 when it did not answer."""
+    """Pass enrichment's 200 or 503 on as it is; anything else is a fault between the two services: 502."""
     status, body = await answer
     if status == 0:
         return error(502, str(body))
     if not isinstance(body, dict):
         return error(502, f"enrichment-pipeline answered HTTP {status} without JSON")
+    if status not in (200, 503):
+        return error(502, f"enrichment-pipeline answered HTTP {status}: {str(body.get('error', ''))[:300]}")
     return json_response(body, status)
 
 
@@ -172,7 +175,7 @@ def build(settings: Settings, peers: Peers, metrics: Registry, *, service: str =
         return await _proxy(peers.get("enrichment-pipeline", "/deadletters", limit=limit, offset=offset))
 
     @app.post("/deadletters/replay", responses={200: {"model": schemas.ReplayResult}, **_UNREACHABLE, **_STORE_DOWN})
-    async def replay(ids: list[int] | None = None) -> Response:
+    async def replay(ids: DeadLetterIds = None) -> Response:
         """Run dead letters (all, or the given ids) through enrichment again; those the store takes leave the list."""
         return await _proxy(peers.post("enrichment-pipeline", "/deadletters/replay", ids))
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import FastAPI, Query, Request
+from fastapi import Body, FastAPI, Query, Request
+from pydantic import Field
 from starlette.responses import PlainTextResponse, Response
 
 from .. import schemas
@@ -18,12 +19,15 @@ from ..settings import HOME_ID_PATTERN
 from .pipeline import Outcome, Pipeline
 from .spool import SpoolFull
 
+# Years whose every instant fits InfluxDB's signed 64-bit nanoseconds, whatever the UTC offset: 1678-2261.
+_STORABLE_YEAR = r"^(?:1(?:6(?:7[89]|[89][0-9])|[7-9][0-9][0-9])|2(?:[01][0-9][0-9]|2(?:[0-5][0-9]|6[01])))-"
 _EVENT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["event_type", "time_fired"],
     "properties": {
         "event_type": {"type": "string", "minLength": 1, "maxLength": 255},
-        "time_fired": {"type": "string", "format": "date-time", "description": "with a UTC offset"},
+        "time_fired": {"type": "string", "format": "date-time", "pattern": _STORABLE_YEAR,
+                       "description": "with a UTC offset; years 1678 to 2261 (a store's 64-bit nanoseconds)"},
         "data": {"type": "object"},
         "origin": {"type": "string"},
         "context": {
@@ -37,7 +41,8 @@ _EVENT_SCHEMA: dict[str, Any] = {
 _BATCH_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["events"],
-    "properties": {"events": {"type": "array", "items": _EVENT_SCHEMA}, "home_id": {"type": "string"}},
+    "properties": {"events": {"type": "array", "items": _EVENT_SCHEMA},
+                   "home_id": {"type": "string", "pattern": HOME_ID_PATTERN.pattern}},
 }
 _OUTCOME: dict[int | str, dict[str, Any]] = {
     200: {"model": schemas.Outcome, "description": "durable: written to the store"},
@@ -51,6 +56,13 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 _STORE_DOWN: dict[int | str, dict[str, Any]] = {
     503: {"model": schemas.ErrorBody, "description": "the store is unavailable"}}
+
+
+_HOME_ID = Query("", max_length=64, pattern=HOME_ID_PATTERN.pattern,
+                 description="the home's name (tag 'home'); empty for a single home")
+# Dead letter ids are SQLite row ids; 2**53 keeps them exact in every JSON client (and no table gets near it).
+DeadLetterIds = Annotated[list[Annotated[int, Field(ge=1, le=2**53)]] | None,
+                          Body(max_length=10_000, description="ids to replay; all when absent")]
 
 
 def _body_spec(schema: dict[str, Any]) -> dict[str, Any]:
@@ -82,7 +94,7 @@ def build(pipeline: Pipeline, metrics: Registry, *, service: str = "enrichment-p
     started = time.time()
 
     @app.post("/events", openapi_extra=_body_spec(_EVENT_SCHEMA), responses={**_OUTCOME, **_ERRORS})
-    async def post_event(request: Request, home_id: str = Query("", max_length=64)) -> Response:
+    async def post_event(request: Request, home_id: str = _HOME_ID) -> Response:
         """Store one Home Assistant event (the migration plan's own check posts here)."""
         if (bad := _check_home(home_id)) is not None:
             return bad
@@ -113,7 +125,7 @@ def build(pipeline: Pipeline, metrics: Registry, *, service: str = "enrichment-p
 
     @app.put("/registry", openapi_extra=_body_spec({"type": "object"}),
              responses={200: {"model": schemas.RegistryAnswer}})
-    async def put_registry(request: Request, home_id: str = Query("", max_length=64)) -> Response:
+    async def put_registry(request: Request, home_id: str = _HOME_ID) -> Response:
         """Replace a home's registry snapshot (entities, devices, areas, floors, labels, time_zone)."""
         if (bad := _check_home(home_id)) is not None:
             return bad
@@ -166,7 +178,7 @@ def build(pipeline: Pipeline, metrics: Registry, *, service: str = "enrichment-p
                               "dead_letters": await pipeline.dead_letters.page(limit, offset)})
 
     @app.post("/deadletters/replay", responses={200: {"model": schemas.ReplayResult}, **_STORE_DOWN})
-    async def replay(ids: list[int] | None = None) -> Response:
+    async def replay(ids: DeadLetterIds = None) -> Response:
         """Run dead letters (all, or the given ids) through enrichment again."""
         try:
             return json_response(await pipeline.replay_dead_letters(ids))

@@ -81,6 +81,9 @@ class SqliteStore:
             if not fields or not point.measurement:
                 rejected.append(Rejected(point, "nothing writable: no finite field, or an empty name"))
                 continue
+            if not -(2**63) <= point.time_ns < 2**63:
+                rejected.append(Rejected(point, f"time {point.time_ns} ns does not fit a 64-bit integer"))
+                continue
             rows.append((point.measurement, orjson.dumps(dict(point.tags)).decode(), point.time_ns,
                          orjson.dumps(fields).decode()))
 
