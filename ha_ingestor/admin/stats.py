@@ -90,14 +90,16 @@ def in_window(history: Sequence[Sample], now: Sample, window: float) -> list[Sam
     return [s for s in history if now.time - window <= s.time < now.time] + [now]
 
 
-def growth(samples: Sequence[Sample], service: str, counter: str) -> tuple[float, float]:
-    """(how much ``counter`` grew, seconds covered) over consecutive samples in which ``service`` answered."""
-    total = covered = 0.0
+def growth(samples: Sequence[Sample], service: str, counter: str) -> tuple[float | None, float]:
+    """(how much ``counter`` grew or None when no scrape pair had it, seconds covered) over consecutive samples
+    in which ``service`` answered."""
+    total: float | None = None
+    covered = 0.0
     for a, b, seconds in _pairs(samples, service):
+        covered += seconds
         delta = scrape.counter_delta(a.get(counter), b.get(counter))
         if delta is not None:
-            total += delta
-            covered += seconds
+            total = (total or 0.0) + delta
     return total, covered
 
 
@@ -107,17 +109,17 @@ def _ratio(part: float, whole: float) -> float | None:
 
 def rates(samples: Sequence[Sample]) -> dict[str, Any]:
     """Per-second rates of every counter, the two error rates and the seconds each service covered."""
-    grown: dict[str, float] = {}
+    grown: dict[str, float | None] = {}
     covered: dict[str, float] = {}
     for name, service, counter in COUNTERS:
         grown[name], covered[service] = growth(samples, service, counter)
     out: dict[str, Any] = {"covered_s": {s: round(covered.get(s, 0.0), 3) for s in SERVICES}}
     for name, service, _ in COUNTERS:
-        seconds = covered.get(service, 0.0)
-        out[f"{name}_per_s"] = round(grown[name] / seconds, 4) if seconds > 0 else None
-    out["hop_error_rate"] = _ratio(grown["hop_retries"], grown["hop_retries"] + grown["hop_batches"])
-    out["event_error_rate"] = _ratio(grown["rejected_by_enrichment"] + grown["dead_lettered"],
-                                     grown["enrichment_received"])
+        seconds, value = covered.get(service, 0.0), grown[name]
+        out[f"{name}_per_s"] = round(value / seconds, 4) if seconds > 0 and value is not None else None
+    g = {name: value or 0.0 for name, value in grown.items()}
+    out["hop_error_rate"] = _ratio(g["hop_retries"], g["hop_retries"] + g["hop_batches"])
+    out["event_error_rate"] = _ratio(g["rejected_by_enrichment"] + g["dead_lettered"], g["enrichment_received"])
     return out
 
 
