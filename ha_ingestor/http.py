@@ -49,17 +49,18 @@ def json_too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
 
     Linear and in C for the most part (about 1 ms for a 1000-event batch): escapes and string contents are
     dropped, so only the brackets remain, and each pass of the regex removes exactly one level of
-    innermost pairs. Malformed bracketing answers False: the JSON parser then says what is wrong.
+    innermost pairs. What never closes (malformed JSON) counts by its run of unclosed openers, so
+    ``[[[[...`` is refused here too; otherwise the JSON parser says what is wrong.
     """
     if b"\\" in body:
         body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
     skeleton = b"".join(body.translate(None, _KEEP_STRUCTURE).split(b'"')[::2])
-    for _ in range(limit):
+    for level in range(limit):
         if not skeleton:
             return False
         skeleton, removed = _INNERMOST_PAIR.subn(b"", skeleton)
         if not removed:
-            return False
+            return re.search(rb"[\[{]{%d}" % (limit - level + 1), skeleton) is not None
     return bool(skeleton)
 
 

@@ -62,7 +62,7 @@ _HOME_ID = Query("", max_length=64, pattern=HOME_ID_PATTERN.pattern,
                  description="the home's name (tag 'home'); empty for a single home")
 # Dead letter ids are SQLite row ids; 2**53 keeps them exact in every JSON client (and no table gets near it).
 DeadLetterIds = Annotated[list[Annotated[int, Field(ge=1, le=2**53)]] | None,
-                          Body(max_length=10_000, description="ids to replay; all when absent")]
+                          Body(max_length=1000, description="ids to replay (at most 1000); all when absent")]
 
 
 def _body_spec(schema: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,119 @@
+"""API_TOKEN on every endpoint of the three services, the body limit and the nesting bound, on the real processes."""
+
+from __future__ import annotations
+
+import inspect
+import socket
+from pathlib import Path
+
+import orjson
+import pytest
+
+from ha_ingestor.harness.procs import Stack
+from ha_ingestor.http import MAX_JSON_DEPTH, Guard, json_too_deep
+from ha_ingestor.settings import Settings
+
+from .conftest import MAX_BODY, TOKEN, request
+
+SERVICES = ("ingestion", "enrichment", "admin")
+# Missing, wrong, wrong by one character (same length), right token with the wrong scheme, empty bearer.
+BAD_AUTH = (None, "Bearer wrong", f"Bearer {TOKEN[:-1]}x", f"Basic {TOKEN}", "Bearer ", f"Token {TOKEN}")
+
+
+def operations(stack: Stack, service: str) -> list[tuple[str, str]]:
+    status, spec, _ = request(stack.url(service), "GET", "/openapi.json", token=TOKEN)
+    assert status == 200
+    ops = [(method.upper(), path) for path, item in spec["paths"].items() for method in item]
+    return [*ops, ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/no-such-path")]
+
+
+def open_path(service: str, path: str) -> bool:
+    return path == "/health" or (service == "admin" and path == "/")
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_endpoint_but_health_answers_401_without_the_right_token(secured: Stack, service: str) -> None:
+    base = secured.url(service)
+    ops = operations(secured, service)
+    assert len(ops) >= 7
+    for method, path in ops:
+        body = b"{}" if method in ("POST", "PUT") else None
+        for auth in BAD_AUTH:
+            status, answer, headers = request(base, method, path, auth=auth, body=body)
+            if open_path(service, path):
+                assert status != 401, (method, path, auth)
+            else:
+                assert status == 401, (method, path, auth)
+                assert answer == {"error": "missing or wrong bearer token (Authorization: Bearer <API_TOKEN>)"}
+                assert headers["www-authenticate"].startswith("Bearer")
+        if method == "GET":  # the right token opens it (writes are left alone: they would change the stack)
+            assert request(base, method, path, token=TOKEN)[0] != 401, (method, path)
+
+
+def test_the_token_is_compared_in_constant_time() -> None:
+    # Timing cannot be measured reliably on a shared machine; the guard must use hmac.compare_digest.
+    source = inspect.getsource(Guard._authorized)
+    assert source.count("self.token") == source.count("hmac.compare_digest(") == 1
+
+
+def test_services_listen_on_loopback_only_by_default(secured: Stack) -> None:
+    assert Settings.from_values({}).BIND_HOST == "127.0.0.1"
+    ports = {secured.ingestion_port, secured.enrichment_port, secured.admin_port}
+    listening = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, port = local.split(":")
+        if state == "0A" and int(port, 16) in ports:  # 0A: LISTEN
+            listening[int(port, 16)] = socket.inet_ntoa(bytes.fromhex(address)[::-1])
+    assert listening == dict.fromkeys(ports, "127.0.0.1")
+
+
+@pytest.mark.parametrize("service,path", [("enrichment", "/events/batch"), ("admin", "/deadletters/replay"),
+                                          ("ingestion", "/status")])
+def test_a_body_over_the_limit_gets_413_with_or_without_content_length(secured: Stack, service: str,
+                                                                       path: str) -> None:
+    base = secured.url(service)
+    big = b'{"events":[' + b" " * MAX_BODY + b"]}"
+    status, answer, _ = request(base, "POST", path, token=TOKEN, body=big)
+    assert status == 413 and "limit" in answer["error"]
+    chunks = (big[i:i + 8192] for i in range(0, len(big), 8192))  # chunked: the size is not announced
+    status, answer, _ = request(base, "POST", path, token=TOKEN, body=chunks)
+    assert status == 413 and "limit" in answer["error"]
+    assert request(base, "GET", "/health")[0] == 200
+
+
+def nested(depth: int) -> dict[str, object]:
+    value: object = "deep"
+    for _ in range(depth):
+        value = {"level": value}
+    return {"event_type": "custom_nested", "time_fired": "2026-01-01T00:00:00+00:00", "data": value,
+            "context": {"id": "01NESTED"}}
+
+
+def test_deep_json_gets_400_and_never_crashes_a_service(secured: Stack) -> None:
+    enrichment, admin = secured.url("enrichment"), secured.url("admin")
+    # A batch adds two levels (the batch object, its list) around each event.
+    too_deep = orjson.dumps({"events": [nested(MAX_JSON_DEPTH)]})
+    status, answer, _ = request(enrichment, "POST", "/events/batch", token=TOKEN, body=too_deep)
+    assert status == 400 and answer["error"] == f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+    for hostile in (b"[" * 60_000, b'{"a":' * 10_000 + b"1" + b"}" * 10_000):  # both under the 64 KiB limit
+        for base, path in ((enrichment, "/events/batch"), (enrichment, "/events"), (admin, "/deadletters/replay"),
+                           (enrichment, "/registry")):
+            method = "PUT" if path == "/registry" else "POST"
+            status, answer, _ = request(base, method, path, token=TOKEN, body=hostile)
+            assert status == 400, (path, status, answer)
+    # Realistic depth is taken; brackets inside strings do not count.
+    fine = orjson.dumps({"events": [nested(12) | {"origin": "[[[[[[[[[[" * 20}]})
+    status, answer, _ = request(enrichment, "POST", "/events/batch", token=TOKEN, body=fine)
+    assert status == 200 and answer["stored"] == 1
+    for service in SERVICES:
+        assert request(secured.url(service), "GET", "/health")[0] == 200
+
+
+def test_json_depth_measure_is_exact() -> None:
+    assert not json_too_deep(b"[" * 64 + b"]" * 64, 64)
+    assert json_too_deep(b"[" * 65 + b"]" * 65, 64)
+    assert not json_too_deep(b'{"a": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[", "b": "\\"[[[["}', 2)
+    assert json_too_deep(b'{"a": [{"b": [{"c": 1}]}]}', 4) and not json_too_deep(b'{"a": [{"b": [{"c": 1}]}]}', 5)
+    assert not json_too_deep(b'{"a": "\\\\"}', 1)
+    assert not json_too_deep(b"[}", 1)  # malformed: left to the parser, which says so
