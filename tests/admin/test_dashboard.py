@@ -14,12 +14,13 @@ import pytest
 
 from ha_ingestor.harness.procs import Stack
 
-webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.common.exceptions import WebDriverException  # noqa: E402
-from selenium.webdriver.chrome.options import Options  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+pytest.importorskip("selenium")
+from selenium.common.exceptions import WebDriverException
+from selenium.webdriver import Chrome
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -42,13 +43,13 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 
 
 @pytest.fixture
-def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
+def browser(tmp_path: Path) -> Iterator[Chrome]:
     options = Options()
     options.binary_location = CHROMIUM
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--window-size=1400,1050", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
         options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log")),
+    driver = Chrome(service=Service(CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log")),
                               options=options)
     try:
         yield driver
@@ -56,7 +57,7 @@ def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
         driver.quit()
 
 
-def _rate(driver: webdriver.Chrome) -> float:
+def _rate(driver: Chrome) -> float:
     text = driver.find_element(By.ID, "rate-value").text.replace(",", "")
     try:
         return float(text)
@@ -64,7 +65,7 @@ def _rate(driver: webdriver.Chrome) -> float:
         return 0.0
 
 
-def _health(driver: webdriver.Chrome) -> dict[str, str]:
+def _health(driver: Chrome) -> dict[str, str]:
     try:
         items = driver.find_elements(By.CSS_SELECTOR, "#health-list li.health-item")
         return {str(i.get_attribute("data-service")): str(i.get_attribute("data-status")) for i in items}
@@ -72,7 +73,7 @@ def _health(driver: webdriver.Chrome) -> dict[str, str]:
         return {}  # the list was redrawn while we read it: look again
 
 
-def _chart_points(driver: webdriver.Chrome) -> int:
+def _chart_points(driver: Chrome) -> int:
     try:
         paths = driver.find_elements(By.CSS_SELECTOR, "#chart path")
         return max((str(p.get_attribute("d")).count("L") + 1 for p in paths), default=0)
@@ -80,7 +81,7 @@ def _chart_points(driver: webdriver.Chrome) -> int:
         return 0
 
 
-def _live(driver: webdriver.Chrome) -> bool:
+def _live(driver: Chrome) -> bool:
     """Rate above 0, every service healthy, recent events listed and half a minute of chart drawn."""
     return (_rate(driver) > 0
             and _health(driver) == dict.fromkeys(SERVICES, "ok")
@@ -88,7 +89,7 @@ def _live(driver: webdriver.Chrome) -> bool:
             and _chart_points(driver) >= 3)
 
 
-def test_dashboard_shows_live_rate_and_healthy_services(stack: Stack, browser: webdriver.Chrome,
+def test_dashboard_shows_live_rate_and_healthy_services(stack: Stack, browser: Chrome,
                                                         tmp_path: Path) -> None:
     browser.get(stack.url("admin") + "/")
     # The API wants the token: the page asks for it once.
@@ -115,7 +116,7 @@ def test_dashboard_shows_live_rate_and_healthy_services(stack: Stack, browser: w
     assert not browser.find_element(By.ID, "login").is_displayed()
 
 
-def test_dashboard_asks_again_when_the_token_is_wrong(stack: Stack, browser: webdriver.Chrome) -> None:
+def test_dashboard_asks_again_when_the_token_is_wrong(stack: Stack, browser: Chrome) -> None:
     browser.get(stack.url("admin") + "/")
     WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "login").is_displayed())
     browser.find_element(By.ID, "token").send_keys("not-the-token")

@@ -1,12 +1,12 @@
-"""One split stack with API_TOKEN and a small body limit, shared by the security tests, and a raw HTTP helper."""
+"""One split stack with API_TOKEN and a small body limit, shared by the security tests.
+
+Tests read the token and the limit from ``secured.extra_env`` (API_TOKEN, MAX_BODY_BYTES).
+"""
 
 from __future__ import annotations
 
-import http.client
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator
 
-import orjson
 import pytest
 
 from ha_ingestor.harness.procs import Stack
@@ -24,32 +24,3 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield stack
     finally:
         stack.stop()
-
-
-def request(base: str, method: str, path: str, *, token: str | None = None, auth: str | None = None,
-            body: bytes | Iterable[bytes] | None = None, headers: Mapping[str, str] | None = None
-            ) -> tuple[int, Any, dict[str, str]]:
-    """(status, JSON or text, headers) of one request; ``body`` as an iterable is sent chunked."""
-    host, _, port = base.removeprefix("http://").partition(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=60)
-    hdrs = dict(headers or {})
-    if token is not None:
-        hdrs["Authorization"] = f"Bearer {token}"
-    if auth is not None:
-        hdrs["Authorization"] = auth
-    if body is not None:
-        hdrs.setdefault("Content-Type", "application/json")
-    try:
-        if body is None or isinstance(body, bytes):
-            conn.request(method, path, body=body, headers=hdrs)
-        else:
-            conn.request(method, path, body=body, headers=hdrs, encode_chunked=True)
-        resp = conn.getresponse()
-        raw = resp.read()
-        answer = (resp.status, raw, {k.lower(): v for k, v in resp.getheaders()})
-    finally:
-        conn.close()
-    try:
-        return answer[0], orjson.loads(answer[1]), answer[2]
-    except orjson.JSONDecodeError:
-        return answer[0], answer[1].decode("utf-8", "replace"), answer[2]

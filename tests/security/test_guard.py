@@ -9,19 +9,25 @@ from pathlib import Path
 import orjson
 import pytest
 
+from ha_ingestor.harness.http_client import request
 from ha_ingestor.harness.procs import Stack
 from ha_ingestor.http import MAX_JSON_DEPTH, Guard, json_too_deep
 from ha_ingestor.settings import Settings
 
-from .conftest import MAX_BODY, TOKEN, request
-
 SERVICES = ("ingestion", "enrichment", "admin")
-# Missing, wrong, wrong by one character (same length), right token with the wrong scheme, empty bearer.
-BAD_AUTH = (None, "Bearer wrong", f"Bearer {TOKEN[:-1]}x", f"Basic {TOKEN}", "Bearer ", f"Token {TOKEN}")
+
+
+def token(stack: Stack) -> str:
+    return stack.extra_env["API_TOKEN"]
+
+
+def bad_auth(right: str) -> tuple[str | None, ...]:
+    """Missing, wrong, wrong by one character (same length), the wrong scheme, an empty bearer."""
+    return None, "Bearer wrong", f"Bearer {right[:-1]}x", f"Basic {right}", "Bearer ", f"Token {right}"
 
 
 def operations(stack: Stack, service: str) -> list[tuple[str, str]]:
-    status, spec, _ = request(stack.url(service), "GET", "/openapi.json", token=TOKEN)
+    status, spec, _ = request(stack.url(service), "GET", "/openapi.json", token=token(stack))
     assert status == 200
     ops = [(method.upper(), path) for path, item in spec["paths"].items() for method in item]
     return [*ops, ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/no-such-path")]
@@ -38,7 +44,7 @@ def test_every_endpoint_but_health_answers_401_without_the_right_token(secured: 
     assert len(ops) >= 7
     for method, path in ops:
         body = b"{}" if method in ("POST", "PUT") else None
-        for auth in BAD_AUTH:
+        for auth in bad_auth(token(secured)):
             status, answer, headers = request(base, method, path, auth=auth, body=body)
             if open_path(service, path):
                 assert status != 401, (method, path, auth)
@@ -47,7 +53,7 @@ def test_every_endpoint_but_health_answers_401_without_the_right_token(secured: 
                 assert answer == {"error": "missing or wrong bearer token (Authorization: Bearer <API_TOKEN>)"}
                 assert headers["www-authenticate"].startswith("Bearer")
         if method == "GET":  # the right token opens it (writes are left alone: they would change the stack)
-            assert request(base, method, path, token=TOKEN)[0] != 401, (method, path)
+            assert request(base, method, path, token=token(secured))[0] != 401, (method, path)
 
 
 def test_the_token_is_compared_in_constant_time() -> None:
@@ -73,11 +79,11 @@ def test_services_listen_on_loopback_only_by_default(secured: Stack) -> None:
 def test_a_body_over_the_limit_gets_413_with_or_without_content_length(secured: Stack, service: str,
                                                                        path: str) -> None:
     base = secured.url(service)
-    big = b'{"events":[' + b" " * MAX_BODY + b"]}"
-    status, answer, _ = request(base, "POST", path, token=TOKEN, body=big)
+    big = b'{"events":[' + b" " * int(secured.extra_env["MAX_BODY_BYTES"]) + b"]}"
+    status, answer, _ = request(base, "POST", path, token=token(secured), body=big)
     assert status == 413 and "limit" in answer["error"]
     chunks = (big[i:i + 8192] for i in range(0, len(big), 8192))  # chunked: the size is not announced
-    status, answer, _ = request(base, "POST", path, token=TOKEN, body=chunks)
+    status, answer, _ = request(base, "POST", path, token=token(secured), body=chunks)
     assert status == 413 and "limit" in answer["error"]
     assert request(base, "GET", "/health")[0] == 200
 
@@ -94,17 +100,17 @@ def test_deep_json_gets_400_and_never_crashes_a_service(secured: Stack) -> None:
     enrichment, admin = secured.url("enrichment"), secured.url("admin")
     # A batch adds two levels (the batch object, its list) around each event.
     too_deep = orjson.dumps({"events": [nested(MAX_JSON_DEPTH)]})
-    status, answer, _ = request(enrichment, "POST", "/events/batch", token=TOKEN, body=too_deep)
+    status, answer, _ = request(enrichment, "POST", "/events/batch", token=token(secured), body=too_deep)
     assert status == 400 and answer["error"] == f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
     for hostile in (b"[" * 60_000, b'{"a":' * 10_000 + b"1" + b"}" * 10_000):  # both under the 64 KiB limit
         for base, path in ((enrichment, "/events/batch"), (enrichment, "/events"), (admin, "/deadletters/replay"),
                            (enrichment, "/registry")):
             method = "PUT" if path == "/registry" else "POST"
-            status, answer, _ = request(base, method, path, token=TOKEN, body=hostile)
+            status, answer, _ = request(base, method, path, token=token(secured), body=hostile)
             assert status == 400, (path, status, answer)
     # Realistic depth is taken; brackets inside strings do not count.
     fine = orjson.dumps({"events": [nested(12) | {"origin": "[[[[[[[[[[" * 20}]})
-    status, answer, _ = request(enrichment, "POST", "/events/batch", token=TOKEN, body=fine)
+    status, answer, _ = request(enrichment, "POST", "/events/batch", token=token(secured), body=fine)
     assert status == 200 and answer["stored"] == 1
     for service in SERVICES:
         assert request(secured.url(service), "GET", "/health")[0] == 200

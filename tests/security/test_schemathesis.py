@@ -15,9 +15,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from ha_ingestor.harness.http_client import request
 from ha_ingestor.harness.procs import Stack
-
-from .conftest import TOKEN, request
 
 CASES_PER_OPERATION = 40
 SCHEMATHESIS = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or shutil.which("schemathesis")
@@ -28,14 +27,14 @@ pytestmark = pytest.mark.skipif(SCHEMATHESIS is None, reason="schemathesis is in
 @pytest.mark.parametrize("service", ["enrichment", "admin"])
 def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_spec(secured: Stack, service: str,
                                                                             tmp_path: Path) -> None:
-    base = secured.url(service)
-    status, spec, _ = request(base, "GET", "/openapi.json", token=TOKEN)
+    base, token = secured.url(service), secured.extra_env["API_TOKEN"]
+    status, spec, _ = request(base, "GET", "/openapi.json", token=token)
     assert status == 200
     schema = tmp_path / f"{service}.openapi.json"
     schema.write_bytes(orjson.dumps(spec))
     assert SCHEMATHESIS is not None
     run = subprocess.run(
-        [SCHEMATHESIS, "run", str(schema), "--url", base, "-H", f"Authorization: Bearer {TOKEN}",
+        [SCHEMATHESIS, "run", str(schema), "--url", base, "-H", f"Authorization: Bearer {token}",
          "--checks", "all", "--max-examples", str(CASES_PER_OPERATION), "--seed", "20261129", "--workers", "1",
          "--generation-database", "none", "--no-color", "--output-truncate", "true", "--report", "junit",
          "--report-dir", str(tmp_path / "report")],
