@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,10 @@ _STORE_DOWN: dict[int | str, dict[str, Any]] = {
     503: {"model": schemas.ErrorBody, "description": "the store is unavailable"}}
 
 
+def _up(sampler: Sampler, service: str) -> float:
+    return 1.0 if sampler.up[service] else 0.0
+
+
 async def _proxy(answer: Any) -> Response:
     """Pass enrichment's 200 or 503 on as it is; anything else is a fault between the two services: 502."""
     status, body = await answer
@@ -121,6 +126,11 @@ def build(settings: Settings, peers: Peers, metrics: Registry, *, service: str =
     started = time.time()
     sampler = sampler or Sampler(peers)
     dashboard = _DASHBOARD.read_bytes()
+    metrics.gauge("admin_scrapes_kept", "Scrapes of the services kept for /stats (an hour's worth at most)",
+                  read=lambda: len(sampler.history))
+    for name in stats.SERVICES:
+        metrics.gauge("admin_peer_up", "1 when the last scrape of the service's /metrics succeeded",
+                      (("service", name),), read=functools.partial(_up, sampler, name))
 
     @app.get("/", response_class=HTMLResponse, responses={200: {"content": {"text/html": {}}}})
     async def index() -> Response:

@@ -26,6 +26,7 @@ class Sampler:
         self.interval = interval
         self.keep = keep
         self.history: deque[stats.Sample] = deque(maxlen=int(keep / interval) + 2)
+        self.up: dict[str, bool] = dict.fromkeys(stats.SERVICES, False)  # did the last scrape get /metrics
 
     async def scrape(self) -> tuple[stats.Sample, dict[str, scrape.Series | None], dict[str, Any]]:
         """A fresh scrape of both services: (compact sample, full series, /status bodies or errors)."""
@@ -37,6 +38,7 @@ class Sampler:
         status: dict[str, Any] = {}
         for name, (code, body), (s_code, s_body) in zip(names, answers[:2], answers[2:], strict=True):
             full[name] = scrape.parse(body) if code == 200 and isinstance(body, str) else None
+            self.up[name] = full[name] is not None
             if s_code == 200 and isinstance(s_body, dict):
                 status[name] = s_body
             else:

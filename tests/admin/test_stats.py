@@ -144,6 +144,9 @@ def test_series_events_config_and_dead_letters_answer_from_the_services(stack: S
         200, {"replayed": 0, "written": 0, "still_refused": 0})
     status, config = http_get(admin + "/config")
     assert status == 200 and config["settings"]["HA_TOKEN"] == "***"
+    own = scrape.parse(http_get(admin + "/metrics")[1])
+    assert [own[f'admin_peer_up{{service="{name}"}}'] for name in (ING, ENR)] == [1, 1]
+    assert own["admin_scrapes_kept"] >= 1
 
 
 METRICS = {
