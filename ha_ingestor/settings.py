@@ -9,6 +9,7 @@ and exit before anything starts.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -24,7 +25,7 @@ Parser = Callable[[str], Any]
 
 # Prefixes that only this project uses: an unknown variable with one of them is almost surely a typo
 # (INFLUXDB_BUKET), and silently ignoring it would run with a default the user did not want.
-_OWN_PREFIXES = ("INFLUXDB_", "OUTBOX_", "SPOOL_", "BACKFILL_", "HA_INGESTOR_", "NATS_")
+_OWN_PREFIXES = ("INFLUXDB_", "OUTBOX_", "SPOOL_", "BACKFILL_", "HA_INGESTOR_", "NATS_", "HA_COMPAT_")
 
 
 def _url(value: str) -> str:
@@ -116,6 +117,62 @@ def _str(value: str) -> str:
     return value
 
 
+_ENTITY_ID = re.compile(r"^(?!_)\w+(?<!_)\.(?!_)\w+(?<!_)$")
+
+
+def _opt_entity_id(value: str) -> str:
+    if value and not _ENTITY_ID.match(value):
+        raise ValueError(f"must be an entity id like weather.home (got {value!r})")
+    return value
+
+
+def _pairs(value: str) -> tuple[tuple[str, str], ...]:
+    """``key=value,key2=value2`` → ((key, value), ...), in the order given."""
+    pairs = []
+    for item in _csv(value):
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip() or not val.strip():
+            raise ValueError(f"must be key=value pairs, comma-separated (got {item!r})")
+        pairs.append((key.strip(), val.strip()))
+    return tuple(pairs)
+
+
+_CUSTOMIZE_KEYS = frozenset(("override_measurement", "ignore_attributes"))
+# (key, override_measurement, ignore_attributes) per entry, in the order given.
+Customizations = tuple[tuple[str, str, tuple[str, ...]], ...]
+
+
+def _component_config(example: str, *, entity_ids: bool = False) -> Parser:
+    """A JSON object as HA's ``component_config{,_domain,_glob}``: key → override_measurement/ignore_attributes."""
+
+    def parse(value: str) -> Customizations:
+        if not value:
+            return ()
+        try:
+            data = json.loads(value)
+        except ValueError as exc:
+            raise ValueError(f"must be a JSON object ({exc})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f'must be a JSON object like {{"{example}": {{"override_measurement": "..."}}}}')
+        out = []
+        for key, entry in data.items():
+            if entity_ids and not _ENTITY_ID.match(key):
+                raise ValueError(f"{key!r} is not an entity id")
+            if not isinstance(entry, dict) or not entry or set(entry) - _CUSTOMIZE_KEYS:
+                raise ValueError(f"{key!r} must map to an object with override_measurement and/or ignore_attributes")
+            measurement = entry.get("override_measurement", "")
+            ignore = entry.get("ignore_attributes", [])
+            if isinstance(ignore, str):
+                ignore = [ignore]  # HA's cv.ensure_list
+            if not isinstance(measurement, str) or not isinstance(ignore, list) \
+                    or not all(isinstance(item, str) for item in ignore):
+                raise ValueError(f"{key!r}: override_measurement must be a string, ignore_attributes a list of strings")
+            out.append((key, measurement, tuple(ignore)))
+        return tuple(out)
+
+    return parse
+
+
 def _setting(default: Any, parse: Parser = _str, *, secret: bool = False, doc: str = "") -> Any:
     return dataclasses.field(default=default, metadata={"parse": parse, "secret": secret, "doc": doc})
 
@@ -160,7 +217,24 @@ class Settings:
     INFLUXDB_BATCH_SIZE: int = _setting(5000, _int_range(1, 100_000), doc="lines per write request")
     INFLUXDB_GZIP: bool = _setting(True, _bool)
     # --- enrichment
-    SCHEMA: str = _setting("events", _choice("events", "homeassistant"), doc="point layout")
+    SCHEMA: str = _setting("events", _choice("events", "homeassistant"), doc="point layout (docs/SCHEMA.md)")
+    IGNORE_ATTRIBUTES: tuple[str, ...] = _setting((), _csv, doc="attributes never written (both schemas)")
+    WEATHER_ENTITY: str = _setting("", _opt_entity_id, doc="events schema: weather entity attached to each state")
+    # --- SCHEMA=homeassistant: the options of HA's own influxdb integration, same names and meaning
+    HA_COMPAT_DEFAULT_MEASUREMENT: str = _setting("", doc="measurement when there is no unit (HA: entity id)")
+    HA_COMPAT_OVERRIDE_MEASUREMENT: str = _setting("", doc="one measurement for everything")
+    HA_COMPAT_MEASUREMENT_ATTR: str = _setting(
+        "unit_of_measurement", _choice("unit_of_measurement", "domain__device_class", "entity_id"),
+        doc="what names the measurement")
+    HA_COMPAT_TAGS: tuple[tuple[str, str], ...] = _setting((), _pairs, doc="extra tags: key=value,key2=value2")
+    HA_COMPAT_TAGS_ATTRIBUTES: tuple[str, ...] = _setting((), _csv, doc="attributes written as tags")
+    HA_COMPAT_COMPONENT_CONFIG: Customizations = _setting(
+        (), _component_config("sensor.outside", entity_ids=True),
+        doc="JSON: entity id → override_measurement/ignore_attributes")
+    HA_COMPAT_COMPONENT_CONFIG_DOMAIN: Customizations = _setting(
+        (), _component_config("sensor"), doc="JSON: domain → override_measurement/ignore_attributes")
+    HA_COMPAT_COMPONENT_CONFIG_GLOB: Customizations = _setting(
+        (), _component_config("sensor.*_temp"), doc="JSON: entity glob → override_measurement/ignore_attributes")
     # --- durability
     DATA_DIR: str = _setting("./data", doc="outbox, spool, dead letters, embedded store")
     OUTBOX_MAX_EVENTS: int = _setting(2_000_000, _int_range(1000, 10**9))
@@ -168,6 +242,7 @@ class Settings:
     SPOOL_MAX_BYTES: int = _setting(2 * 2**30, _int_range(2**20, 2**40))
     BATCH_MAX_EVENTS: int = _setting(1000, _int_range(1, 100_000), doc="events per hop request")
     BATCH_MAX_DELAY_MS: int = _setting(50, _int_range(0, 60_000), doc="longest wait to fill a batch")
+    HOP_MAX_IN_FLIGHT: int = _setting(3, _int_range(1, 64), doc="batches on their way to enrichment at once")
     HOP_TIMEOUT: float = _setting(30.0, _float_range(1, 600), doc="seconds per hop request")
     BACKFILL: bool = _setting(True, _bool, doc="fetch the gap from HA's recorder after a reconnect")
     BACKFILL_DELAY_S: float = _setting(6.0, _float_range(0, 600), doc="wait for HA's recorder commit")

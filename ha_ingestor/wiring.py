@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from .admin import api as admin_api
 from .admin.sampler import Sampler
 from .enrichment import api as enrichment_api
+from .enrichment import enrich
 from .enrichment.deadletters import DeadLetters
-from .enrichment.pipeline import Pipeline
+from .enrichment.homeassistant import Customization, HAConfig, HomeAssistantSchema
+from .enrichment.pipeline import Converter, Pipeline
 from .enrichment.registry import RegistryCache
 from .enrichment.spool import Spool
 from .errors import SettingsError
@@ -30,7 +32,7 @@ from .ingestion.filter import FilterRules
 from .ingestion.outbox import Outbox
 from .ingestion.service import Ingestion, IngestionConfig
 from .metrics import Registry
-from .settings import Settings
+from .settings import Customizations, Settings
 from .sinks.influx import InfluxConfig, InfluxStore
 from .sinks.point import Store
 from .sinks.sqlite_store import SqliteStore
@@ -63,6 +65,32 @@ class Enrichment:
         self.db.close()
 
 
+def ha_compat_config(settings: Settings) -> HAConfig:
+    """The ``homeassistant`` schema's options, as HA's influxdb YAML would hold them."""
+
+    def customizations(entries: Customizations) -> dict[str, Customization]:
+        return {key: Customization(measurement, frozenset(ignore)) for key, measurement, ignore in entries}
+
+    return HAConfig(
+        default_measurement=settings.HA_COMPAT_DEFAULT_MEASUREMENT,
+        override_measurement=settings.HA_COMPAT_OVERRIDE_MEASUREMENT,
+        measurement_attr=settings.HA_COMPAT_MEASUREMENT_ATTR,
+        tags=settings.HA_COMPAT_TAGS,
+        tags_attributes=settings.HA_COMPAT_TAGS_ATTRIBUTES,
+        ignore_attributes=frozenset(settings.IGNORE_ATTRIBUTES),
+        component_config=customizations(settings.HA_COMPAT_COMPONENT_CONFIG),
+        component_config_domain=customizations(settings.HA_COMPAT_COMPONENT_CONFIG_DOMAIN),
+        component_config_glob=customizations(settings.HA_COMPAT_COMPONENT_CONFIG_GLOB),
+    )
+
+
+def converter(settings: Settings) -> Converter:
+    """The function from an event to its points, for the configured SCHEMA."""
+    if settings.SCHEMA == "homeassistant":
+        return HomeAssistantSchema(ha_compat_config(settings))
+    return enrich.to_points
+
+
 def build_enrichment(settings: Settings, metrics: Registry) -> Enrichment:
     base = settings.data_dir / "enrichment"
     db = SqliteWorker(base / "enrichment.sqlite", synchronous=settings.OUTBOX_SYNC.upper())
@@ -70,6 +98,8 @@ def build_enrichment(settings: Settings, metrics: Registry) -> Enrichment:
     pipeline = Pipeline(
         store, Spool(db, settings.SPOOL_MAX_BYTES, metrics), DeadLetters(db, metrics),
         RegistryCache(base / "registry"), metrics,
+        convert=converter(settings), weather_entity=settings.WEATHER_ENTITY,
+        ignore_attributes=frozenset(settings.IGNORE_ATTRIBUTES),
     )
     return Enrichment(pipeline, store, db)
 
@@ -90,6 +120,7 @@ def build_ingestion(settings: Settings, metrics: Registry, hop: Hop) -> Ingestio
         home_id=settings.HOME_ID,
         filter=filter_rules(settings),
         batch_max_events=settings.BATCH_MAX_EVENTS, batch_max_delay=settings.BATCH_MAX_DELAY_MS / 1000,
+        max_in_flight=settings.HOP_MAX_IN_FLIGHT,
         backfill=settings.BACKFILL, backfill_delay=settings.BACKFILL_DELAY_S,
         backfill_max_hours=settings.BACKFILL_MAX_HOURS,
     )

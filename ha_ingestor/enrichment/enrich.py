@@ -9,7 +9,8 @@ Two measurements (docs/SCHEMA.md has the full reference and example queries):
             device_manufacturer, device_model, labels, context_id, context_user_id, context_parent_id,
             hour, weekday (integers, HA's time zone), weather_condition, weather_temperature,
             attr_<name> (float: numbers and booleans) and attr_<name>_str (string: everything else,
-            lists and objects as JSON).
+            lists and objects as JSON); a number whose attribute name itself ends in ``_str`` is
+            written as attr_<name>_num, so a ``*_str`` field is always a string.
 
 ``events`` — one point per any other event, at ``time_fired``.
     tags:   event_type, domain, service, entity_id (when the event names one), home
@@ -89,7 +90,11 @@ def _json(value: Any) -> str:
 
 
 def attribute_fields(attributes: Mapping[str, Any], ignore: frozenset[str], out: dict[str, FieldValue]) -> None:
-    """attr_<name> for numbers and booleans (as float), attr_<name>_str for everything else."""
+    """attr_<name> for numbers and booleans (as float), attr_<name>_str for everything else.
+
+    Fields ending in ``_str`` are strings, always: a numeric attribute named ``x_str`` goes to
+    ``attr_x_str_num``, or it would collide with the text of an attribute ``x`` (a field type conflict).
+    """
     for key, value in attributes.items():
         if key in _PROMOTED or key in ignore:
             continue
@@ -97,7 +102,7 @@ def attribute_fields(attributes: Mapping[str, Any], ignore: frozenset[str], out:
         if kind is float or kind is int or kind is bool:
             as_float = float(value)
             if math.isfinite(as_float):
-                out["attr_" + key] = as_float
+                out["attr_" + key + "_num" if key.endswith("_str") else "attr_" + key] = as_float
         elif kind is str:
             out["attr_" + key + "_str"] = clip_string(value)
         elif value is not None:
