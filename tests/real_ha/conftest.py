@@ -1,0 +1,23 @@
+"""The real Home Assistant, once per test session: installed when missing, on free ports, stopped after.
+
+``real_ha`` yields a :class:`ha_ingestor.harness.real_ha.RealHA`: ``url``, ``ws_url``, ``token``,
+``influx_url`` and ``native_db`` (where HA's own influxdb integration writes), ``restart()``, ``api()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from ha_ingestor.harness.real_ha import RealHA, start_real_ha
+
+
+@pytest.fixture(scope="session")
+def real_ha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealHA]:
+    log = tmp_path_factory.mktemp("real-ha") / "real-ha.log"
+    ha = start_real_ha(log)
+    try:
+        yield ha
+    finally:
+        ha.stop()
