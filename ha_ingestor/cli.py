@@ -169,6 +169,24 @@ def cmd_influx_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+    from .harness.influxd import influxd_binary
+
+    if influxd_binary() is None:
+        print("ha-ingestor bench: needs influxd (Debian package influxdb; ./scripts/test.sh installs it)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    logs.setup("warning", "text", [])
+    options = bench.Options.quick() if args.quick else bench.Options()
+    for name in ("rate", "seconds", "live_rate", "live_seconds", "outage_seconds", "entities"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(options, name, value)
+    result = bench.main(options, args.json)
+    return 0 if result["zero_loss"] else EXIT_FAILED
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     if args.effective:
         settings = Settings.load(env_file=args.env_file)
@@ -220,6 +238,17 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--paused", action="store_true", help="fire nothing until POST /sim/resume")
     sim.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     sim.set_defaults(func=cmd_simulate)
+
+    b = sub.add_parser("bench", help="measure throughput, latency, CPU, memory and drain on this machine")
+    b.add_argument("--quick", action="store_true", help="a few seconds per phase (the CI smoke run)")
+    b.add_argument("--rate", type=float, default=None, help="throughput phase events/s (20000)")
+    b.add_argument("--seconds", type=float, default=None, help="throughput phase length (60)")
+    b.add_argument("--live-rate", type=float, default=None, help="live phase events/s (1000)")
+    b.add_argument("--live-seconds", type=float, default=None, help="live phase length (20)")
+    b.add_argument("--outage-seconds", type=float, default=None, help="enrichment outage length (60)")
+    b.add_argument("--entities", type=int, default=None, help="entities of the simulated home (200)")
+    b.add_argument("--json", type=Path, default=None, help="also write the results as JSON to this file")
+    b.set_defaults(func=cmd_bench)
 
     health = sub.add_parser("health", help="exit 0 when the local service answers /health with 200")
     health.add_argument("service", nargs="?", default="up", choices=["ingestion", "enrichment", "admin", "up"])

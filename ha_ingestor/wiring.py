@@ -120,6 +120,7 @@ def build_ingestion(settings: Settings, metrics: Registry, hop: Hop) -> Ingestio
         home_id=settings.HOME_ID,
         filter=filter_rules(settings),
         batch_max_events=settings.BATCH_MAX_EVENTS, batch_max_delay=settings.BATCH_MAX_DELAY_MS / 1000,
+        max_in_flight=settings.HOP_MAX_IN_FLIGHT,
         backfill=settings.BACKFILL, backfill_delay=settings.BACKFILL_DELAY_S,
         backfill_max_hours=settings.BACKFILL_MAX_HOURS,
     )

@@ -140,6 +140,7 @@ class Stack:
     database: str = "ha_events"
     token: str = "sim-admin-token"
     sim_args: list[str] = field(default_factory=list)
+    events_log: bool = True  # the simulator logs every fired event (costly flat out: the benchmark turns it off)
     extra_env: dict[str, str] = field(default_factory=dict)
     sim_port: int = field(default_factory=free_port)
     ingestion_port: int = field(default_factory=free_port)
@@ -175,7 +176,8 @@ class Stack:
         if name == "simulator":
             args = ["simulate", "--port", str(self.sim_port), "--token", self.token,
                     "--state-dir", str(self.directory / "sim-state"),
-                    "--events-log", str(self.directory / "fired.tsv"), *self.sim_args]
+                    *(["--events-log", str(self.directory / "fired.tsv")] if self.events_log else []),
+                    *self.sim_args]
             health = f"http://127.0.0.1:{self.sim_port}/sim/report"
             svc = Service(name, args, {"LOG_FORMAT": "json"}, self.directory / "logs" / f"{name}.log", "")
             svc.health_url = health

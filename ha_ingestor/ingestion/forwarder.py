@@ -1,6 +1,10 @@
-"""The forwarder: outbox → hop, in order, one batch in flight, removed only after enrichment's 2xx.
+"""The forwarder: outbox → hop, oldest first, a few batches in flight, removed only after enrichment's 2xx.
 
-A batch closes at ``BATCH_MAX_EVENTS`` or when its first event has waited ``BATCH_MAX_DELAY_MS``.
+Batches adapt to the load: when the hop is idle a batch leaves after ``BATCH_MAX_DELAY_MS`` (or at once when
+``BATCH_MAX_EVENTS`` are waiting); while batches are in flight the next one fills until it is full or one of
+them returns, so a busy stream travels in big batches and a quiet one with a few milliseconds of delay.
+Up to ``max_in_flight`` batches travel at once, so enrichment converts one while the store writes another;
+points are idempotent and carry their own times, so the order in which batches land does not matter.
 Transient failures (enrichment down, timeouts, 5xx, 429, spool full) are retried forever with capped,
 jittered backoff: the events are safe in the outbox meanwhile. A 4xx is never retried as is: 413 splits
 the batch, 400/422 bisect it until the refused events stand alone (they move to the outbox's
@@ -28,7 +32,7 @@ Row = tuple[int, bytes]
 class Forwarder:
     def __init__(
         self, outbox: Outbox, hop: Hop, metrics: Registry, *, home_id: str = "", max_events: int = 1000,
-        max_delay: float = 0.05, max_backoff: float = 5.0,
+        max_delay: float = 0.05, max_backoff: float = 5.0, max_in_flight: int = 3,
     ) -> None:
         self.outbox = outbox
         self.hop = hop
@@ -36,6 +40,8 @@ class Forwarder:
         self.max_events = max_events
         self.max_delay = max_delay
         self.max_backoff = max_backoff
+        self.max_in_flight = max(1, max_in_flight)
+        self.in_flight_rows = 0
         self.new_rows = asyncio.Event()
         self.problem = ""  # why forwarding is stuck, for /health and /status
         self.last_forward = 0.0
@@ -48,25 +54,74 @@ class Forwarder:
         self.new_rows.set()
 
     async def run(self) -> None:
-        while True:
-            rows = await self.outbox.peek(0, self.max_events)
-            if not rows:
-                self.new_rows.clear()
-                await self.new_rows.wait()
-                continue
-            if len(rows) < self.max_events and self.max_delay > 0:
-                # Let the batch fill: wait out the delay unless enough rows arrive sooner.
-                deadline = time.monotonic() + self.max_delay
-                while len(rows) < self.max_events and (remaining := deadline - time.monotonic()) > 0:
-                    self.new_rows.clear()
-                    try:
-                        await asyncio.wait_for(self.new_rows.wait(), remaining)
-                    except TimeoutError:
-                        break
-                    if self.outbox.count >= self.max_events:
-                        break
-                rows = await self.outbox.peek(0, self.max_events)
+        in_flight: set[asyncio.Task[None]] = set()
+        after = 0  # every row up to this id is in flight or gone
+        try:
+            while True:
+                if len(in_flight) >= self.max_in_flight:
+                    await self._reap(in_flight, asyncio.FIRST_COMPLETED)
+                    continue
+                rows = await self.outbox.peek(after, self.max_events)
+                if len(rows) < self.max_events:
+                    if in_flight:
+                        # Let this batch grow until it is full or a batch in flight comes back.
+                        if await self._wait_full_or_returned(in_flight):
+                            continue
+                        rows = await self.outbox.peek(after, self.max_events)
+                    elif not rows:
+                        self.new_rows.clear()
+                        await self.new_rows.wait()
+                        continue
+                    elif self.max_delay > 0:
+                        await self._linger()
+                        rows = await self.outbox.peek(after, self.max_events)
+                if not rows:
+                    continue
+                after = rows[-1][0]
+                self.in_flight_rows += len(rows)
+                in_flight.add(asyncio.create_task(self._deliver_counted(rows), name="forward-batch"))
+        finally:
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
+
+    def _waiting_rows(self) -> int:
+        return self.outbox.count - self.in_flight_rows
+
+    async def _reap(self, in_flight: set[asyncio.Task[None]], when: str) -> set[asyncio.Task[None]]:
+        done, _ = await asyncio.wait(in_flight, return_when=when)
+        in_flight -= done
+        for task in done:
+            task.result()  # a bug in delivery must not pass silently
+        return done
+
+    async def _wait_full_or_returned(self, in_flight: set[asyncio.Task[None]]) -> bool:
+        """Wait until a full batch is waiting (False) or a batch in flight returned (True)."""
+        while self._waiting_rows() < self.max_events:
+            self.new_rows.clear()
+            waiter = asyncio.ensure_future(self.new_rows.wait())
+            done, _ = await asyncio.wait({waiter, *in_flight}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            if done - {waiter}:
+                await self._reap(in_flight, asyncio.FIRST_COMPLETED)
+                return True
+        return False
+
+    async def _linger(self) -> None:
+        """Idle hop, part of a batch waiting: give it ``max_delay`` to fill."""
+        deadline = time.monotonic() + self.max_delay
+        while self._waiting_rows() < self.max_events and (remaining := deadline - time.monotonic()) > 0:
+            self.new_rows.clear()
+            try:
+                await asyncio.wait_for(self.new_rows.wait(), remaining)
+            except TimeoutError:
+                break
+
+    async def _deliver_counted(self, rows: Sequence[Row]) -> None:
+        try:
             await self.deliver(rows)
+        finally:
+            self.in_flight_rows -= len(rows)
 
     async def deliver(self, rows: Sequence[Row]) -> None:
         """Deliver rows until enrichment took them (or refused some for good); then remove them."""

@@ -27,7 +27,9 @@ from ..metrics import Registry
 from ..sqlite import SqliteWorker, transaction
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY, body BLOB NOT NULL);
+-- AUTOINCREMENT: an id is never reused, even after the table emptied, so the forwarder can read "everything
+-- after the last id it took" while earlier batches are still in flight.
+CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, body BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS gaps (
     id INTEGER PRIMARY KEY,
@@ -72,6 +74,7 @@ class Gap:
 class Outbox:
     def __init__(self, path: Path, *, max_events: int, synchronous: str, metrics: Registry) -> None:
         self.db = SqliteWorker(path, synchronous=synchronous.upper(), schema=SCHEMA)
+        self.db.run_sync(self._upgrade)
         self.max_events = max_events
         count, size = self.db.run_sync(lambda: self.db.conn.execute(
             "SELECT COUNT(*), COALESCE(SUM(length(body)), 0) FROM outbox").fetchone())
@@ -88,6 +91,23 @@ class Outbox:
         metrics.gauge("outbox_events", "Events waiting in the outbox", read=lambda: self.count)
         metrics.gauge("outbox_bytes", "Bytes waiting in the outbox", read=lambda: self.bytes)
         metrics.gauge("outbox_limit_events", "Outbox limit", read=lambda: self.max_events)
+
+    def _upgrade(self) -> None:
+        """Outboxes made before ids were AUTOINCREMENT: copy into the new layout, keeping every row and id."""
+        conn = self.db.conn
+        sql = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'outbox'").fetchone()[0]
+        if "AUTOINCREMENT" in sql.upper():
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("ALTER TABLE outbox RENAME TO outbox_old")
+            conn.execute("CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, body BLOB NOT NULL)")
+            conn.execute("INSERT INTO outbox (id, body) SELECT id, body FROM outbox_old ORDER BY id")
+            conn.execute("DROP TABLE outbox_old")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     @property
     def full(self) -> bool:

@@ -61,7 +61,8 @@ class IngestionConfig:
     home_id: str = ""
     filter: FilterRules = FilterRules()
     batch_max_events: int = 1000
-    batch_max_delay: float = 0.05
+    batch_max_delay: float = 0.005
+    max_in_flight: int = 3
     backfill: bool = True
     backfill_delay: float = 6.0
     backfill_max_hours: float = 240.0
@@ -93,7 +94,8 @@ class Ingestion:
         self.metrics = metrics
         self.filter = EventFilter(config.filter)
         self.forwarder = Forwarder(outbox, hop, metrics, home_id=config.home_id,
-                                   max_events=config.batch_max_events, max_delay=config.batch_max_delay)
+                                   max_events=config.batch_max_events, max_delay=config.batch_max_delay,
+                                   max_in_flight=config.max_in_flight)
         self.backfiller = Backfiller(outbox, self.filter, metrics, max_hours=config.backfill_max_hours,
                                      wait_room=self._wait_backfill_room, on_appended=self.forwarder.notify)
         self.state = "starting"

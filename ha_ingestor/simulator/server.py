@@ -263,7 +263,11 @@ class Simulator:
         start = loop.time()
         base = self.fired
         tick = 0.005
+        rate = self.rate
         while self.count is None or self.fired - base < self.count:
+            if self.rate != rate:  # changed by /sim/resume {"rate": …}: the schedule restarts from now
+                rate = self.rate
+                start = loop.time() - (self.fired - base) / rate if rate > 0 else start
             if self.paused or time.time() < self.paused_until:
                 await asyncio.sleep(tick)
                 start = loop.time() - (self.fired - base) / self.rate if self.rate > 0 else start
@@ -539,7 +543,11 @@ class Simulator:
         return web.json_response(self.report())
 
     async def sim_resume(self, request: web.Request) -> web.Response:
+        """Fire again; ``{"rate": N}`` also sets the rate (events/s, 0 = as fast as the subscribers read)."""
         await self._guard(request)
+        body = _loads(await request.read()) if request.can_read_body else None
+        if isinstance(body, dict) and isinstance(body.get("rate"), int | float) and body["rate"] >= 0:
+            self.rate = float(body["rate"])
         self.paused = False
         return web.json_response(self.report())
 
