@@ -194,7 +194,7 @@ def cmd_settings(args: argparse.Namespace) -> int:
             print(f"{name}={','.join(value) if isinstance(value, list) else value}")
         return 0
     for name, default, doc in describe():
-        print(f"{name:28} {default!s:28} {doc}")
+        print(f"{name:34} {default!s:24} {doc}")
     return 0
 
 
