@@ -215,7 +215,8 @@ class Settings:
     INFLUXDB_CREATE_DATABASE: bool = _setting(True, _bool, doc="v1: create the database when missing")
     INFLUXDB_TIMEOUT: float = _setting(10.0, _float_range(0.1, 600), doc="seconds per write request")
     INFLUXDB_BATCH_SIZE: int = _setting(5000, _int_range(1, 100_000), doc="lines per write request")
-    INFLUXDB_GZIP: bool = _setting(True, _bool)
+    INFLUXDB_GZIP: str = _setting("auto", _choice("auto", "true", "false"),
+                                  doc="compress writes; auto: not to a loopback address (costs more CPU than it saves)")
     # --- enrichment
     SCHEMA: str = _setting("events", _choice("events", "homeassistant"), doc="point layout (docs/SCHEMA.md)")
     IGNORE_ATTRIBUTES: tuple[str, ...] = _setting((), _csv, doc="attributes never written (both schemas)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -41,6 +42,13 @@ from .sqlite import SqliteWorker
 log = logging.getLogger(__name__)
 
 
+def _gzip(settings: Settings) -> bool:
+    if settings.INFLUXDB_GZIP != "auto":
+        return settings.INFLUXDB_GZIP == "true"
+    host = urllib.parse.urlsplit(settings.INFLUXDB_URL).hostname or ""
+    return host not in ("localhost", "::1") and not host.startswith("127.")
+
+
 def store_from(settings: Settings, metrics: Registry) -> Store:
     if settings.INFLUXDB_URL:
         return InfluxStore(InfluxConfig(
@@ -49,7 +57,7 @@ def store_from(settings: Settings, metrics: Registry) -> Store:
             retention_policy=settings.INFLUXDB_RETENTION_POLICY, org=settings.INFLUXDB_ORG,
             token=settings.INFLUXDB_TOKEN, username=settings.INFLUXDB_USERNAME, password=settings.INFLUXDB_PASSWORD,
             create_database=settings.INFLUXDB_CREATE_DATABASE, timeout=settings.INFLUXDB_TIMEOUT,
-            batch_size=settings.INFLUXDB_BATCH_SIZE, gzip=settings.INFLUXDB_GZIP,
+            batch_size=settings.INFLUXDB_BATCH_SIZE, gzip=_gzip(settings),
         ), metrics)
     return SqliteStore(settings.data_dir / "store.sqlite", metrics)
 
