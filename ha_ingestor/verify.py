@@ -35,7 +35,7 @@ from .errors import CommandFailed, ConnectionLost, StoreUnavailable
 from .ingestion.filter import entity_filter
 from .ingestion.ha_client import HaConnection, websocket_url
 from .metrics import Registry
-from .model import iso_from_us
+from .model import iso_from_us, us_from_timestamp
 from .settings import Settings
 from .sinks.influx import InfluxStore
 from .wiring import filter_rules, store_from
@@ -206,7 +206,7 @@ async def recorded_state_times(settings: Settings, start_us: int, end_us: int) -
                             continue
                         if skip_unavailable and str(row.get("s", "")) in UNAVAILABLE:
                             continue
-                        us = round(float(row["lu"]) * 1_000_000)
+                        us = us_from_timestamp(float(row["lu"]))
                         if start_us <= us <= end_us:
                             out.setdefault(entity_id, set()).add(us * 1000)
             return out, conn.ha_version

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import CommandFailed
 from ..metrics import Registry
-from ..model import encode, iso_from_us
+from ..model import encode, iso_from_us, us_from_timestamp
 from .filter import EventFilter
 from .outbox import Gap, Outbox
 
@@ -40,8 +40,9 @@ TARGET_ROWS = 5_000  # aim for replies of about this many states (a few MB)
 
 def _state(entity_id: str, row: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """A compressed history row → (last_updated µs, a full state object like a live event's)."""
-    updated_us = round(float(row["lu"]) * 1_000_000)
-    changed_us = round(float(row["lc"]) * 1_000_000) if row.get("lc") else updated_us
+    # Exactly the µs of the live event's last_updated, so that the backfilled point overwrites the live one.
+    updated_us = us_from_timestamp(float(row["lu"]))
+    changed_us = us_from_timestamp(float(row["lc"])) if row.get("lc") else updated_us
     updated = iso_from_us(updated_us)
     return updated_us, {
         "entity_id": entity_id,
