@@ -93,6 +93,14 @@ class EventFilter:
         self._drop_types = frozenset(rules.exclude_event_types)
         self.active = rules != FilterRules()
 
+    def accepts_parts(self, event_type: str, entity_id: Any) -> bool:
+        """``accepts`` for an event known only by its type and ``data.entity_id`` (the reader's fast path)."""
+        if not self.active:
+            return True
+        if event_type in self._drop_types:
+            return False
+        return self._entity(entity_id) if isinstance(entity_id, str) else True
+
     def accepts(self, event: dict[str, Any]) -> bool:
         if not self.active:
             return True

@@ -16,16 +16,59 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import msgspec
 import orjson
 
 from ..errors import AuthInvalid, CommandFailed, ConnectionLost
 
 log = logging.getLogger(__name__)
 
-EventHandler = Callable[[dict[str, Any]], Awaitable[None] | None]
+
+
+@dataclass(slots=True)
+class Incoming:
+    """One event as HA sent it: its JSON untouched (``raw``, what the outbox stores) and the few fields
+    routing needs, read without building the whole object."""
+
+    event_type: str
+    time_fired: str
+    entity_id: Any  # data.entity_id: usually a str; absent (None) or a list for some events
+    raw: bytes
+
+    def as_dict(self) -> dict[str, Any]:
+        value: dict[str, Any] = orjson.loads(self.raw)
+        return value
+
+
+class _DataHead(msgspec.Struct):
+    entity_id: Any = None
+
+
+class _EventHead(msgspec.Struct):
+    event_type: str = ""
+    time_fired: str = ""
+    data: _DataHead | None = None
+
+
+class _Message(msgspec.Struct):
+    type: str = ""
+    id: int | None = None
+    event: msgspec.Raw = msgspec.Raw(b"")  # (a Raw cannot be part of a union)
+    success: bool = False
+    result: Any = None
+    error: Any = None
+
+
+# The hot path: a frame (one message or, coalesced, an array of them) is decoded once, each event kept as
+# raw bytes. Anything these types do not fit falls back to a plain decode, so nothing is ever dropped.
+_frame_decoder = msgspec.json.Decoder(list[_Message] | _Message)
+_head_decoder = msgspec.json.Decoder(_EventHead)
+
+EventHandler = Callable[[Incoming], Awaitable[None] | None]
 AUTH_TIMEOUT = 10.0
 # get_states of a large home is many MB; HA itself sends whatever the home holds.
 MAX_MESSAGE_BYTES = 512 * 2**20
@@ -148,17 +191,7 @@ class HaConnection:
             while True:
                 msg = await self.ws.receive()
                 if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-                    try:
-                        data = orjson.loads(msg.data)
-                    except orjson.JSONDecodeError as exc:
-                        log.warning("ignoring malformed message from Home Assistant", extra={"error": str(exc)})
-                        continue
-                    if isinstance(data, list):
-                        for item in data:
-                            if isinstance(item, dict):
-                                await self._dispatch(item)
-                    elif isinstance(data, dict):
-                        await self._dispatch(data)
+                    await self._frame(msg.data)
                     continue
                 if msg.type == aiohttp.WSMsgType.ERROR:
                     reason = f"connection error: {self.ws.exception()}"
@@ -177,6 +210,44 @@ class HaConnection:
         finally:
             self._fail_pending(ConnectionLost(self.closed_reason or "connection closed"))
 
+    async def _frame(self, data: str | bytes) -> None:
+        try:
+            frame = _frame_decoder.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            await self._frame_slow(data)
+            return
+        for message in frame if isinstance(frame, list) else (frame,):
+            if message.type == "event":
+                handler = self._handlers.get(message.id)
+                if handler is None or not message.event:
+                    continue
+                raw = bytes(message.event)
+                try:
+                    head = _head_decoder.decode(raw)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    event = orjson.loads(raw)
+                    if isinstance(event, dict):
+                        await self._dispatch({"type": "event", "id": message.id, "event": event})
+                    continue
+                pending = handler(Incoming(head.event_type, head.time_fired,
+                                           head.data.entity_id if head.data is not None else None, raw))
+                if pending is not None:
+                    await pending
+            else:
+                await self._dispatch({"type": message.type, "id": message.id, "success": message.success,
+                                      "result": message.result, "error": message.error})
+
+    async def _frame_slow(self, data: str | bytes) -> None:
+        """A frame the fast types do not fit (malformed, or an unexpected shape): decode it plainly."""
+        try:
+            decoded = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            log.warning("ignoring malformed message from Home Assistant", extra={"error": str(exc)})
+            return
+        for item in decoded if isinstance(decoded, list) else [decoded]:
+            if isinstance(item, dict):
+                await self._dispatch(item)
+
     async def _dispatch(self, msg: dict[str, Any]) -> None:
         kind = msg.get("type")
         msg_id = msg.get("id")
@@ -184,7 +255,12 @@ class HaConnection:
             handler = self._handlers.get(msg_id)  # type: ignore[arg-type]
             event = msg.get("event")
             if handler is not None and isinstance(event, dict):
-                pending = handler(event)
+                data = event.get("data")
+                time_fired = event.get("time_fired")
+                pending = handler(Incoming(str(event.get("event_type", "")),
+                                           time_fired if isinstance(time_fired, str) else "",
+                                           data.get("entity_id") if isinstance(data, dict) else None,
+                                           orjson.dumps(event)))
                 if pending is not None:
                     await pending
             return

@@ -31,11 +31,11 @@ import aiohttp
 from ..errors import AuthInvalid, CommandFailed, ConnectionLost, HopError
 from ..hop.base import Hop
 from ..metrics import Registry
-from ..model import encode, to_us
+from ..model import to_us
 from .backfill import Backfiller
 from .filter import EventFilter, FilterRules
 from .forwarder import Forwarder
-from .ha_client import HaConnection, websocket_url
+from .ha_client import HaConnection, Incoming, websocket_url
 from .outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -157,16 +157,16 @@ class Ingestion:
 
     # ------------------------------------------------------------------ intake → outbox
 
-    def _on_event(self, event: dict[str, Any]) -> Awaitable[None] | None:
+    def _on_event(self, event: Incoming) -> Awaitable[None] | None:
         """Called by the reader for every event: must be quick, never loses the event."""
         self._received.inc()
-        if not self.filter.accepts(event):
+        if not self.filter.accepts_parts(event.event_type, event.entity_id):
             self._filtered.inc()
             return None
-        if event.get("event_type") in REGISTRY_EVENTS:
+        if event.event_type in REGISTRY_EVENTS:
             self._registry_dirty.set()
-        self._intake.append(encode(event))
-        self._intake_times.append(event.get("time_fired"))
+        self._intake.append(event.raw)  # stored as HA sent it: no decode-and-encode round trip
+        self._intake_times.append(event.time_fired)
         self.last_event_received = time.time()
         self._intake_ready.set()
         if len(self._intake) >= self.config.intake_limit:
@@ -332,7 +332,7 @@ class Ingestion:
             if event_type in types:
                 self.subscribed_to.append(event_type)
 
-    def _on_registry_event(self, event: dict[str, Any]) -> None:
+    def _on_registry_event(self, event: Incoming) -> None:
         self._registry_dirty.set()
 
     async def _pinger(self, conn: HaConnection) -> None:

@@ -1,0 +1,94 @@
+"""The reader's fast path: events are kept byte for byte as HA sent them, coalesced frames are split, and
+frames the fast types do not fit still reach the handler through the plain decoder.
+
+A real WebSocket server on localhost plays HA, sending exactly the frames under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+from aiohttp import web
+
+from ha_ingestor.ingestion.ha_client import HaConnection, Incoming
+
+STATE = ('{"event_type":"state_changed","data":{"entity_id":"sensor.a","old_state":null,"new_state":'
+         '{"entity_id":"sensor.a","state":"1.5","attributes":{"unit_of_measurement":"\\u00b0C"},'
+         '"last_changed":"2026-11-29T10:00:00.000001+00:00","last_reported":"2026-11-29T10:00:00.000001+00:00",'
+         '"last_updated":"2026-11-29T10:00:00.000001+00:00","context":{"id":"01J","parent_id":null,"user_id":null}}},'
+         '"origin":"LOCAL","time_fired":"2026-11-29T10:00:00.000001+00:00",'
+         '"context":{"id":"01J","parent_id":null,"user_id":null}}')
+CALL = ('{"event_type":"call_service","data":{"domain":"light","service":"turn_on","entity_id":["light.a","light.b"]},'
+        '"origin":"LOCAL","time_fired":"2026-11-29T10:00:01+00:00","context":{"id":"01K"}}')
+ODD = '{"event_type":"custom","data":[1,2],"time_fired":5}'  # data not an object, time not a string
+
+
+async def fake_ha(frames: list[str]) -> tuple[web.AppRunner, str]:
+    async def ws_handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str('{"type":"auth_required","ha_version":"2025.4.4"}')
+        await ws.receive()
+        await ws.send_str('{"type":"auth_ok","ha_version":"2025.4.4"}')
+        msg = await ws.receive()
+        sub_id = json.loads(msg.data)["id"]
+        for frame in frames:
+            await ws.send_str(frame.replace("SUB", str(sub_id)))
+        await ws.receive()  # until the client closes
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/api/websocket", ws_handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"ws://127.0.0.1:{port}/api/websocket"
+
+
+async def receive(frames: list[str], expected: int) -> list[Incoming]:
+    runner, url = await fake_ha(frames)
+    got: list[Incoming] = []
+    try:
+        async with aiohttp.ClientSession() as session:
+            conn = await HaConnection.open(session, url, "token")
+            reader = asyncio.create_task(conn.read_forever())
+            await conn.subscribe({"type": "subscribe_events"}, got.append)
+            for _ in range(200):
+                if len(got) >= expected:
+                    break
+                await asyncio.sleep(0.01)
+            await conn.close()
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+    finally:
+        await runner.cleanup()
+    return got
+
+
+async def test_coalesced_frame_keeps_each_event_byte_for_byte() -> None:
+    frame = f'[{{"id":SUB,"type":"result","success":true,"result":null}},' \
+            f'{{"id":SUB,"type":"event","event":{STATE}}},{{"id":SUB,"type":"event","event":{CALL}}}]'
+    got = await receive([frame], 2)
+    assert [e.raw.decode() for e in got] == [STATE, CALL]
+    assert (got[0].event_type, got[0].entity_id, got[0].time_fired) == \
+        ("state_changed", "sensor.a", "2026-11-29T10:00:00.000001+00:00")
+    assert (got[1].event_type, got[1].entity_id) == ("call_service", ["light.a", "light.b"])
+    assert got[1].as_dict() == json.loads(CALL)
+
+
+async def test_frames_the_fast_types_do_not_fit_still_arrive() -> None:
+    frames = ['{"id":SUB,"type":"result","success":true,"result":null}',
+              f'{{"id":SUB,"type":"event","event":{ODD}}}',
+              # an extra member of an unexpected type in the message: the plain decoder takes it
+              f'{{"id":SUB,"type":"event","event":{STATE},"extra":{{"x":[1]}},"success":"yes"}}']
+    got = await receive(frames, 2)
+    assert len(got) == 2
+    assert got[0].event_type == "custom" and got[0].time_fired == "" and got[0].entity_id is None
+    assert json.loads(got[0].raw) == json.loads(ODD)
+    assert json.loads(got[1].raw) == json.loads(STATE) and got[1].entity_id == "sensor.a"
+
+
