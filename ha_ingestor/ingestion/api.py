@@ -23,6 +23,7 @@ def build(ingestion: Ingestion, metrics: Registry, *, service: str = "websocket-
         body = {"service": service, "status": "ok" if ingestion.healthy else "unavailable",
                 "reason": "" if ingestion.healthy else f"home assistant: {ingestion.reason or ingestion.state}",
                 "ha_state": ingestion.state, "subscribed_to": ingestion.subscribed_to or ["all"],
+                "token": ingestion.token_scope or None,
                 "outbox_events": ingestion.outbox.count, "forwarding": ingestion.forwarder.problem or "ok"}
         return json_response(body, 200 if ingestion.healthy else 503)
 

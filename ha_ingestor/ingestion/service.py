@@ -103,6 +103,7 @@ class Ingestion:
         self.connected_since = 0.0
         self.ha_version = ""
         self.subscribed_to: list[str] = []
+        self.token_scope = ""  # "admin", or why only some events are captured
         self.entity_ids: set[str] = set()
         self.last_event_time = 0.0
         self.last_event_received = 0.0
@@ -312,6 +313,7 @@ class Ingestion:
         if not types:
             try:
                 await conn.subscribe({"type": "subscribe_events"}, self._on_event)
+                self.token_scope = "admin"
                 return
             except CommandFailed as exc:
                 if exc.code != "unauthorized":
@@ -320,6 +322,7 @@ class Ingestion:
                 log.warning("token is not an admin's: subscribing to state_changed only "
                             "(and registry updates); other events are not captured")
                 types = ["state_changed"]
+                self.token_scope = "non-admin: state_changed only"
         for event_type in dict.fromkeys([*types, *REGISTRY_EVENTS - {"core_config_updated"}]):
             handler = self._on_event if event_type in types else self._on_registry_event
             try:
@@ -413,7 +416,8 @@ class Ingestion:
         return {
             "ha": {"state": self.state, "reason": self.reason, "url": self.config.ha_url,
                    "ha_version": self.ha_version, "connected_since": self.connected_since or None,
-                   "subscribed_to": self.subscribed_to or ["all"], "entities": len(self.entity_ids)},
+                   "subscribed_to": self.subscribed_to or ["all"], "token": self.token_scope or None,
+                   "entities": len(self.entity_ids)},
             "outbox": {"events": self.outbox.count, "limit": self.outbox.max_events,
                        "watermark_us": self.outbox.watermark_us},
             "intake": len(self._intake),
