@@ -53,6 +53,15 @@ def _nats_url(value: str) -> str:
     return value
 
 
+_NATS_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+
+
+def _nats_name(value: str) -> str:
+    if not _NATS_NAME.match(value):
+        raise ValueError(f"must be 1 to 64 letters, digits, '_' or '-' (got {value!r})")
+    return value
+
+
 def _int_range(low: int, high: int) -> Parser:
     def parse(value: str) -> int:
         try:
@@ -245,6 +254,21 @@ class Settings:
     BATCH_MAX_DELAY_MS: int = _setting(5, _int_range(0, 60_000), doc="longest wait to fill a batch")
     HOP_MAX_IN_FLIGHT: int = _setting(3, _int_range(1, 64), doc="batches on their way to enrichment at once")
     HOP_TIMEOUT: float = _setting(30.0, _float_range(1, 600), doc="seconds per hop request")
+    # --- HOP=nats: fleets over NATS JetStream (docs/SCALE-OUT.md)
+    HOP: str = _setting("http", _choice("http", "nats"), doc="ingestion → enrichment: http, or nats (fleets)")
+    NATS_URL: str = _setting("nats://127.0.0.1:4222", _nats_url, doc="NATS servers, comma-separated")
+    NATS_TOKEN: str = _setting("", secret=True, doc="NATS auth token, if the servers require one")
+    NATS_STREAM: str = _setting("HA_EVENTS", _nats_name, doc="JetStream stream (created/verified at start)")
+    NATS_SUBJECT_PREFIX: str = _setting("ha", _nats_name, doc="subjects: <prefix>.<home_id>.batch")
+    NATS_CONSUMER: str = _setting("enrichment", _nats_name, doc="durable pull consumer all workers share")
+    NATS_REPLICAS: int = _setting(1, _int_range(1, 5), doc="stream replicas: 3 in a 3-node cluster")
+    NATS_MAX_BYTES: int = _setting(8 * 2**30, _int_range(2**20, 2**50), doc="stream limit; full → publish refused")
+    NATS_MAX_MSGS: int = _setting(10_000_000, _int_range(1000, 10**12), doc="stream limit in messages (batches)")
+    NATS_DUPLICATE_WINDOW_S: float = _setting(86400.0, _float_range(1, 7 * 86400),
+                                              doc="publish de-duplication window by Nats-Msg-Id")
+    NATS_ACK_WAIT_S: float = _setting(30.0, _float_range(1, 3600), doc="redeliver a message unacked this long")
+    NATS_MAX_DELIVER: int = _setting(10, _int_range(1, 1000), doc="deliveries before a message is dead-lettered")
+    NATS_FETCH_BATCH: int = _setting(4, _int_range(1, 256), doc="messages a worker pulls at once")
     BACKFILL: bool = _setting(True, _bool, doc="fetch the gap from HA's recorder after a reconnect")
     BACKFILL_DELAY_S: float = _setting(6.0, _float_range(0, 600), doc="wait for HA's recorder commit")
     BACKFILL_MAX_HOURS: float = _setting(240.0, _float_range(0.01, 24 * 365))
@@ -306,6 +330,8 @@ class Settings:
         return settings
 
     def _check_together(self) -> None:
+        if self.HOP == "nats" and "." in self.HOME_ID:
+            raise SettingsError("HOME_ID", "must not contain '.' when HOP=nats (it is a token of the NATS subject)")
         if self.INFLUXDB_URL and self.INFLUXDB_API == "v2":
             if not self.INFLUXDB_TOKEN:
                 raise SettingsError("INFLUXDB_TOKEN", "is required when INFLUXDB_API=v2")

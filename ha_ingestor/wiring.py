@@ -198,13 +198,35 @@ async def run_enrichment(settings: Settings, stop: asyncio.Event) -> None:
     async with _enrichment_running(settings, metrics) as enrichment:
         srv = _server(settings, enrichment_api.build(enrichment.pipeline, metrics), "ENRICHMENT_PORT")
         log.info("enrichment-pipeline serving", extra={"port": settings.ENRICHMENT_PORT,
-                                                       "store": enrichment.store.name})
-        await serve_until([srv], stop)
+                                                       "store": enrichment.store.name, "hop": settings.HOP})
+        if settings.HOP != "nats":
+            await serve_until([srv], stop)
+            return
+        from .enrichment.nats_consumer import NatsConsumer  # nats-py is the optional extra 'nats'
+        from .hop.jetstream import JetStreamConfig
+
+        consumer = NatsConsumer(enrichment.pipeline, JetStreamConfig.from_settings(settings), metrics)
+        async with asyncio.TaskGroup() as group:
+            consuming = group.create_task(consumer.run(), name="nats-consumer")
+            await serve_until([srv], stop)
+            consuming.cancel()  # SIGTERM: the message in hand is acked or handed back on redelivery
+
+
+def hop_from(settings: Settings, metrics: Registry) -> Hop:
+    """The hop ingestion sends through: HTTP to enrichment, or JetStream (HOP=nats)."""
+    if settings.HOP == "nats":
+        if not settings.HOME_ID:
+            raise SettingsError("HOME_ID", "is required when HOP=nats: it names the home on the subject and tag")
+        from .hop.jetstream import JetStreamConfig
+        from .hop.nats import NatsHop  # nats-py is the optional extra 'nats'
+
+        return NatsHop(JetStreamConfig.from_settings(settings), metrics)
+    return HttpHop(settings.ENRICHMENT_URL, token=settings.API_TOKEN, timeout=settings.HOP_TIMEOUT, metrics=metrics)
 
 
 async def run_ingestion(settings: Settings, stop: asyncio.Event) -> None:
     metrics = Registry()
-    hop = HttpHop(settings.ENRICHMENT_URL, token=settings.API_TOKEN, timeout=settings.HOP_TIMEOUT, metrics=metrics)
+    hop = hop_from(settings, metrics)
     ingestion = build_ingestion(settings, metrics, hop)
     srv = _server(settings, ingestion_api.build(ingestion, metrics), "INGESTION_PORT")
     log.info("websocket-ingestion starting", extra={"ha_url": settings.HA_URL, "enrichment": settings.ENRICHMENT_URL,

@@ -16,9 +16,11 @@ from .procs import Stack
 Key = tuple[str, str, int]
 
 
-def stored_keys(influxd: Influxd, db: str) -> list[Key]:
-    states = influxd.rows('SELECT "available" FROM "states" GROUP BY "entity_id"', db)
-    events = influxd.rows('SELECT "origin" FROM "events" GROUP BY "event_type"', db)
+def stored_keys(influxd: Influxd, db: str, home: str | None = None) -> list[Key]:
+    """Keys of the stored points; of one home's only (tag ``home``) when ``home`` is given."""
+    where = "" if home is None else " WHERE \"home\" = '" + home.replace("'", "") + "'"
+    states = influxd.rows(f'SELECT "available" FROM "states"{where} GROUP BY "entity_id"', db)
+    events = influxd.rows(f'SELECT "origin" FROM "events"{where} GROUP BY "event_type"', db)
     return [("state", r["entity_id"], r["time"] // 1000) for r in states] + \
         [("event", r["event_type"], r["time"] // 1000) for r in events]
 
