@@ -69,8 +69,9 @@ class IngestionConfig:
     ping_interval: float = 20.0
     ping_timeout: float = 10.0
     backoff_base: float = 1.0
-    # Reconnects within 10 s of HA coming back: a reconnect attempt costs HA one cheap WebSocket handshake.
-    backoff_cap: float = 10.0
+    # Subscribed again within 10 s of HA coming back: at most 8 s to the next attempt, which leaves 2 s for the
+    # handshake, subscription and get_states. An attempt costs HA one cheap WebSocket handshake.
+    backoff_cap: float = 8.0
     intake_limit: int = 100_000
     writer_batch: int = 5000
     registry_debounce: float = 2.0
