@@ -2,6 +2,7 @@
 
 ``real_ha`` yields a :class:`ha_ingestor.harness.real_ha.RealHA`: ``url``, ``ws_url``, ``token``,
 ``influx_url`` and ``native_db`` (where HA's own influxdb integration writes), ``restart()``, ``api()``.
+Tests marked ``restarts_ha`` run last, so that no other test meets a Home Assistant that is still starting.
 """
 
 from __future__ import annotations
@@ -11,6 +12,14 @@ from collections.abc import Iterator
 import pytest
 
 from ha_ingestor.harness.real_ha import RealHA, start_real_ha
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "restarts_ha: restarts the shared Home Assistant (runs last)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.get_closest_marker("restarts_ha") is not None)  # stable: order kept
 
 
 @pytest.fixture(scope="session")
