@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import nats.errors
+import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -37,7 +38,7 @@ from ..errors import EventInvalid
 from ..hop.base import batch_body
 from ..hop.jetstream import JetStreamConfig, connect, decode_registry, ensure_stream, registry_bucket
 from ..metrics import Registry
-from ..model import Event, decode_batch, encode, validate
+from ..model import Batch, Event, decode_batch, decode_event, encode, validate
 from ..settings import HOME_ID_PATTERN
 from ..sinks.point import Point, Rejected
 from .pipeline import Pipeline
@@ -142,22 +143,33 @@ class NatsConsumer:
     async def _accept(self, home_id: str, body: bytes) -> None:
         try:
             batch = decode_batch(body)
-        except (ValueError, EventInvalid) as exc:
+            raws = [encode(raw) for raw in batch.events]
+        except ValueError as exc:
             await self._dead_letter(home_id, body, f"malformed batch: {exc}")
             return
+        except EventInvalid:
+            # One bad event spoils the typed decode of the whole batch: take it apart and judge each event.
+            data = orjson.loads(body)
+            items = data.get("events") if isinstance(data, dict) else None
+            if not isinstance(items, list):
+                await self._dead_letter(home_id, body, "malformed batch: no events list")
+                return
+            batch, raws = Batch([], str(data.get("home_id") or "")), [orjson.dumps(item) for item in items]
         if batch.home_id != home_id:
             await self._dead_letter(home_id, body, f"batch of home {batch.home_id!r} on the subject of {home_id!r}")
             return
         events: list[Event] = []
-        for i, raw in enumerate(batch.events):
+        kept: list[bytes] = []
+        for i, raw_json in enumerate(raws):
             try:
-                events.append(validate(raw, f"events[{i}]"))
-            except EventInvalid as exc:
-                await self._dead_letter(home_id, encode(raw), str(exc))
+                events.append(validate(decode_event(raw_json), f"events[{i}]"))
+                kept.append(raw_json)
+            except (EventInvalid, ValueError) as exc:
+                await self._dead_letter(home_id, raw_json, str(exc))
         if not events:
             return
-        if len(events) != len(batch.events):
-            body = batch_body(home_id, [encode(event.raw) for event in events])
+        if len(kept) != len(batch.events):
+            body = batch_body(home_id, kept)
             batch = decode_batch(body)
         delay = 0.5
         while True:
@@ -173,6 +185,10 @@ class NatsConsumer:
     async def _dead_letter(self, home_id: str, body: bytes, reason: str) -> None:
         log.error("nats: message kept as a dead letter", extra={"home": home_id, "reason": reason[:300]})
         point = Point("unprocessable_batch", (), {"error": reason[:1000]}, int(self.pipeline.clock() * 1e9))
+        try:
+            orjson.loads(body)
+        except orjson.JSONDecodeError:
+            body = orjson.dumps(body.decode("utf-8", "replace"))  # dead letters keep JSON: the text as a string
         await self.pipeline.dead_letters.add(home_id, [Rejected(point, reason)], [body])
         self._dead.inc()
 

@@ -17,6 +17,7 @@ no separate init step; a stream that exists with another storage or retention is
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import zlib
@@ -24,7 +25,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import nats
 import orjson
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -93,8 +93,8 @@ def msg_id(home_id: str, events: Sequence[bytes]) -> str:
     return f"{home_id}:{digest.hexdigest()}"
 
 
-async def connect(config: JetStreamConfig, name: str) -> Client:
-    """Connect and keep reconnecting forever; raises whatever nats raises when no server answers now."""
+async def connect(config: JetStreamConfig, name: str, timeout: float = 5.0) -> Client:
+    """Connect, then keep reconnecting forever; TimeoutError (or a nats error) when no server answers now."""
 
     async def on_error(exc: Exception) -> None:
         log.debug("nats: %s", exc)
@@ -105,11 +105,19 @@ async def connect(config: JetStreamConfig, name: str) -> Client:
     async def on_reconnect() -> None:
         log.info("nats: reconnected")
 
-    return await nats.connect(
-        servers=list(config.servers), name=name, token=config.token or None, connect_timeout=5,
-        allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-        error_cb=on_error, disconnected_cb=on_disconnect, reconnected_cb=on_reconnect,
-    )
+    nc = Client()
+    try:
+        # With max_reconnect_attempts=-1 nats-py also retries the *first* connect forever; the caller
+        # (forwarder, worker) has its own retry with backoff and wants to say why it waits, so bound it.
+        await asyncio.wait_for(nc.connect(
+            servers=list(config.servers), name=name, token=config.token or None, connect_timeout=int(timeout),
+            allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=1,
+            error_cb=on_error, disconnected_cb=on_disconnect, reconnected_cb=on_reconnect,
+        ), timeout)
+    except BaseException:
+        await nc.close()
+        raise
+    return nc
 
 
 async def ensure_stream(js: JetStreamContext, config: JetStreamConfig) -> None:

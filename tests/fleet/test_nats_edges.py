@@ -1,0 +1,84 @@
+"""The NATS hop's edges against a real nats-server: no server, a full stream, messages that fail for good."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import orjson
+import pytest
+
+from ha_ingestor.errors import HopUnavailable
+from ha_ingestor.harness.nats_server import NatsServer, nats_server_binary
+from ha_ingestor.harness.ports import free_port
+from ha_ingestor.harness.procs import Stack, http_get, wait_for
+from ha_ingestor.hop.jetstream import JetStreamConfig
+from ha_ingestor.hop.nats import NatsHop
+
+pytestmark = pytest.mark.skipif(nats_server_binary() is None, reason="needs Debian's nats-server")
+
+EVENT = orjson.dumps({"event_type": "call_service", "time_fired": "2026-01-01T00:00:00.000001+00:00",
+                      "data": {"domain": "light", "service": "turn_on"}, "origin": "LOCAL",
+                      "context": {"id": "01J0000000000000000000000A"}})
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[NatsServer]:
+    with NatsServer(tmp_path / "nats") as srv:
+        yield srv
+
+
+async def test_no_server_is_hop_unavailable_and_the_outbox_keeps_the_batch() -> None:
+    hop = NatsHop(JetStreamConfig(servers=(f"nats://127.0.0.1:{free_port()}",), max_bytes=2**24))
+    with pytest.raises(HopUnavailable, match="no server answers"):
+        await hop.send("home1", [EVENT])
+    await hop.close()
+
+
+async def test_a_full_stream_pushes_back_instead_of_dropping(server: NatsServer) -> None:
+    hop = NatsHop(JetStreamConfig(servers=(server.url,), stream="SMALL", max_bytes=2**24, max_msgs=3,
+                                  publish_timeout=5))
+    for n in range(3):
+        await hop.send("home1", [EVENT.replace(b"000001+", f"00000{n + 2}+".encode())])
+    await hop.send("home1", [EVENT.replace(b"000001+", b"000002+")])  # the same batch again: a duplicate, acked
+    with pytest.raises(HopUnavailable, match="refused the publish"):
+        await hop.send("home1", [EVENT.replace(b"000001+", b"000009+")])
+    await hop.close()
+
+
+def test_messages_that_fail_for_good_become_dead_letters_and_are_not_redelivered(
+        server: NatsServer, tmp_path: Path) -> None:
+    worker = Stack(tmp_path / "worker", extra_env={"HOP": "nats", "NATS_URL": server.url, "NATS_ACK_WAIT_S": "2",
+                                                   "NATS_MAX_BYTES": str(2**24)})
+    worker.start("enrichment")
+    try:
+        bad_event = EVENT.replace(b'"time_fired":"2026', b'"time_fired":"nope')
+
+        async def publish() -> None:
+            nc = await nats.connect(server.url)
+            js = nc.jetstream()
+            await js.publish("ha.home1.batch", b"{not json")
+            await js.publish("ha.home1.batch", b'{"home_id":"home1","events":[' + EVENT + b"," + bad_event + b"]}")
+            await nc.close()
+
+        wait_for(lambda: http_get(worker.url("enrichment") + "/health")[0] == 200, 20, what="worker")
+        time.sleep(1.0)  # the worker creates the stream at start
+        asyncio.run(publish())
+
+        def letters() -> list[dict[str, object]] | None:
+            status, body = http_get(worker.url("enrichment") + "/deadletters?limit=100")
+            return body["dead_letters"] if status == 200 and len(body["dead_letters"]) >= 2 else None
+
+        found = wait_for(letters, 20, what="two dead letters")
+        reasons = sorted(str(letter["reason"]) for letter in found)
+        assert reasons[0].startswith("malformed batch") and reasons[1].startswith("time_fired"), reasons
+        time.sleep(5.0)  # past ack_wait twice: nothing comes back
+        status, body = http_get(worker.url("enrichment") + "/deadletters?limit=100")
+        assert status == 200 and len(body["dead_letters"]) == 2
+        _, metrics = http_get(worker.url("enrichment") + "/metrics")
+        assert "events_stored_total 1" in metrics or "events_stored 1" in metrics, "the good event was stored"
+    finally:
+        worker.stop()
