@@ -148,7 +148,7 @@ def _pairs(value: str) -> tuple[tuple[str, str], ...]:
 
 _CUSTOMIZE_KEYS = frozenset(("override_measurement", "ignore_attributes"))
 # (key, override_measurement, ignore_attributes) per entry, in the order given.
-Customizations = tuple[tuple[str, str, tuple[str, ...]], ...]
+Customizations = tuple[tuple[str, str | None, tuple[str, ...] | None], ...]
 
 
 def _component_config(example: str, *, entity_ids: bool = False) -> Parser:
@@ -169,14 +169,15 @@ def _component_config(example: str, *, entity_ids: bool = False) -> Parser:
                 raise ValueError(f"{key!r} is not an entity id")
             if not isinstance(entry, dict) or not entry or set(entry) - _CUSTOMIZE_KEYS:
                 raise ValueError(f"{key!r} must map to an object with override_measurement and/or ignore_attributes")
-            measurement = entry.get("override_measurement", "")
-            ignore = entry.get("ignore_attributes", [])
+            measurement = entry.get("override_measurement")
+            ignore = entry.get("ignore_attributes")  # absent ≠ []: an explicit [] replaces a domain's list
             if isinstance(ignore, str):
                 ignore = [ignore]  # HA's cv.ensure_list
-            if not isinstance(measurement, str) or not isinstance(ignore, list) \
-                    or not all(isinstance(item, str) for item in ignore):
+            if not (measurement is None or isinstance(measurement, str)) \
+                    or not (ignore is None or isinstance(ignore, list)) \
+                    or not all(isinstance(item, str) for item in ignore or ()):
                 raise ValueError(f"{key!r}: override_measurement must be a string, ignore_attributes a list of strings")
-            out.append((key, measurement, tuple(ignore)))
+            out.append((key, measurement, None if ignore is None else tuple(ignore)))
         return tuple(out)
 
     return parse

@@ -77,7 +77,8 @@ def ha_compat_config(settings: Settings) -> HAConfig:
     """The ``homeassistant`` schema's options, as HA's influxdb YAML would hold them."""
 
     def customizations(entries: Customizations) -> dict[str, Customization]:
-        return {key: Customization(measurement, frozenset(ignore)) for key, measurement, ignore in entries}
+        return {key: Customization(measurement, None if ignore is None else frozenset(ignore))
+                for key, measurement, ignore in entries}
 
     return HAConfig(
         default_measurement=settings.HA_COMPAT_DEFAULT_MEASUREMENT,

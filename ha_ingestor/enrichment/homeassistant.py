@@ -78,8 +78,9 @@ PYTHON_TYPES: Mapping[tuple[str, str], tuple[PyType, str]] = {
 class Customization:
     """One component_config entry: ``override_measurement`` and ``ignore_attributes`` for some entities."""
 
-    override_measurement: str = ""
-    ignore_attributes: frozenset[str] = frozenset()
+    # None: not set. Set to "" or an empty set, a key still replaces what an earlier entry set (dict.update).
+    override_measurement: str | None = None
+    ignore_attributes: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,9 +149,9 @@ class Customizations:
             found.append(exact)
         for custom in found:
             # A key an entry sets replaces what an earlier entry set (dict.update in HA).
-            if custom.override_measurement:
+            if custom.override_measurement is not None:
                 override = custom.override_measurement
-            if custom.ignore_attributes:
+            if custom.ignore_attributes is not None:
                 ignore = custom.ignore_attributes
         return override or "", ignore or frozenset()
 

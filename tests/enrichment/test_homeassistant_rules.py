@@ -133,7 +133,7 @@ def test_component_config_domain_then_glob_then_entity_later_wins() -> None:
         override_measurement="global",
         component_config_domain={"sensor": Customization("by_domain", frozenset({"a"}))},
         component_config_glob={"sensor.*_temp": Customization("by_glob")},
-        component_config={"sensor.kitchen_temp": Customization("", frozenset({"b"}))})
+        component_config={"sensor.kitchen_temp": Customization(None, frozenset({"b"}))})
     attrs = {"a": 1, "b": 2}
     assert (point("sensor.power", "1", attrs, config).measurement,  # type: ignore[union-attr]
             point("sensor.power", "1", attrs, config).fields) == ("by_domain", {"value": 1.0, "b": 2.0})  # type: ignore[union-attr]
@@ -178,3 +178,15 @@ def test_bad_schema_settings_fail_with_one_line_naming_the_setting(name: str, va
 def test_a_misspelt_ha_compat_setting_is_an_error() -> None:
     with pytest.raises(SettingsError, match="HA_COMPAT_TAG: unknown setting"):
         Settings.load({"HA_COMPAT_TAG": "a=b"}, env_file=None)
+
+
+def test_an_explicit_empty_ignore_list_replaces_an_earlier_one() -> None:
+    # HA merges component_config entries with dict.update: a key set to [] replaces, a key left out does not.
+    config = HAConfig(
+        component_config_domain={"sensor": Customization("by_domain", frozenset({"a"}))},
+        component_config_glob={"*temp*": Customization("", frozenset()), "sensor.x*": Customization("by_glob")})
+    cleared = point("sensor.kitchen_temp", "1", {"a": 1}, config)
+    kept = point("sensor.x1", "1", {"a": 1}, config)
+    assert cleared is not None
+    assert (cleared.measurement, cleared.fields) == ("sensor.kitchen_temp", {"value": 1.0, "a": 1.0})
+    assert kept is not None and (kept.measurement, kept.fields) == ("by_glob", {"value": 1.0})

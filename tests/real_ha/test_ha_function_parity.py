@@ -73,8 +73,9 @@ confs = st.fixed_dictionaries({}, optional={
 
 def schema_for(conf: dict[str, Any]) -> HomeAssistantSchema:
     def custom(entries: dict[str, Any]) -> dict[str, Customization]:
-        return {key: Customization(entry.get("override_measurement", ""),
-                                   frozenset(entry.get("ignore_attributes", []))) for key, entry in entries.items()}
+        return {key: Customization(entry.get("override_measurement"),
+                                   frozenset(entry["ignore_attributes"]) if "ignore_attributes" in entry else None)
+                for key, entry in entries.items()}
 
     return HomeAssistantSchema(HAConfig(
         default_measurement=conf.get("default_measurement", ""),
