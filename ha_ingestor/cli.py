@@ -178,6 +178,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     logs.setup("warning", "text", [])
+    # SIGTERM (e.g. from `timeout`) must still stop the processes the benchmark started: they run in
+    # sessions of their own and would otherwise keep burning CPU.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     options = bench.Options.quick() if args.quick else bench.Options()
     for name in ("rate", "seconds", "live_rate", "live_seconds", "outage_seconds", "entities"):
         value = getattr(args, name)
