@@ -25,6 +25,8 @@ Parser = Callable[[str], Any]
 
 # Prefixes that only this project uses: an unknown variable with one of them is almost surely a typo
 # (INFLUXDB_BUKET), and silently ignoring it would run with a default the user did not want.
+# Names .env.example holds for docker-compose alone (the InfluxDB container's init, published ports).
+_COMPOSE_ONLY = re.compile(r"^(INFLUX_INIT_[A-Z_]+|[A-Z_]+_PUBLISH)$")
 _OWN_PREFIXES = ("INFLUXDB_", "OUTBOX_", "SPOOL_", "BACKFILL_", "HA_INGESTOR_", "NATS_", "HA_COMPAT_")
 
 
@@ -303,6 +305,8 @@ class Settings:
                 raise SettingsError("HA_INGESTOR_ENV_FILE", f"no such file: {path}")
             for key, value in dotenv_values(path).items():
                 if key not in names:
+                    if _COMPOSE_ONLY.match(key):
+                        continue  # docker-compose reads the same .env (.env.example): its own names are fine
                     raise SettingsError(key, f"unknown setting in {path}")
                 values[key] = value or ""
         for key, value in env.items():

@@ -28,7 +28,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assert binary, "docker-compose is missing: scripts/test.sh installs Debian's docker-compose"
     work = tmp_path_factory.mktemp("fleet")
     shutil.copytree(ROOT / "deploy", work / "deploy")
-    values = {"INFLUXDB_TOKEN": "influx-secret", "INFLUXDB_ADMIN_PASSWORD": "pw", "HOME_A_HA_TOKEN": "a",
+    values = {"INFLUXDB_TOKEN": "influx-secret", "INFLUX_INIT_PASSWORD": "pw", "HOME_A_HA_TOKEN": "a",
               "HOME_B_HA_TOKEN": "b", "HOME_C_HA_TOKEN": "c"}
     (work / ".env").write_text("".join(f"{k}={v}\n" for k, v in values.items()))
     done = subprocess.run([binary, "-f", "deploy/docker-compose.fleet.yml", "--env-file", ".env", "config"],
