@@ -71,15 +71,6 @@ class Proc:
             pass
         return math.nan
 
-    def rss_mb(self) -> float:
-        try:
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-        return math.nan
-
 
 @dataclass
 class Phase:

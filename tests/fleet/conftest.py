@@ -6,20 +6,15 @@ from typing import Any
 
 import pytest
 
+from ha_ingestor.harness.results import write_table
+
 RESULTS: list[dict[str, Any]] = []
 
 COLUMNS = ("scenario", "home", "fired", "stored", "missing", "duplicates", "rate_per_s", "drain_after_pause_s")
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not RESULTS:
-        return
-    terminalreporter.section("nats fleet scenarios")
-    widths = {c: max(len(c), *(len(str(r.get(c))) for r in RESULTS)) for c in COLUMNS}
-    terminalreporter.write_line(" | ".join(c.ljust(widths[c]) for c in COLUMNS))
-    terminalreporter.write_line("-+-".join("-" * widths[c] for c in COLUMNS))
-    for row in RESULTS:
-        terminalreporter.write_line(" | ".join(str(row.get(c)).ljust(widths[c]) for c in COLUMNS))
+    write_table(terminalreporter, "nats fleet scenarios", COLUMNS, RESULTS)
 
 
 @pytest.fixture
