@@ -44,7 +44,12 @@ def _run(main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
         await main(stop)
 
     try:
-        uvloop.run(runner())
+        try:
+            uvloop.run(runner())
+        except BaseExceptionGroup as group:
+            # A setting found wrong inside a task (e.g. the NATS stream exists with another retention) must
+            # still end in one line and exit 2, not in a TaskGroup traceback.
+            raise _first(group, (SettingsError, AuthInvalid)) or group from None
     except SettingsError as exc:
         print(f"ha-ingestor: setting {exc.name}: {exc.problem}", file=sys.stderr)
         return EXIT_USAGE
@@ -55,6 +60,16 @@ def _run(main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
     except KeyboardInterrupt:
         return 0
     return 0
+
+
+def _first(group: BaseExceptionGroup[BaseException], kinds: tuple[type[Exception], ...]) -> Exception | None:
+    """The first exception of one of ``kinds`` in ``group``, looking into nested groups."""
+    for exc in group.exceptions:
+        if isinstance(exc, kinds):
+            return exc
+        if isinstance(exc, BaseExceptionGroup) and (found := _first(exc, kinds)) is not None:
+            return found
+    return None
 
 
 def _settings(args: argparse.Namespace) -> Settings:
