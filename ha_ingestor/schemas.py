@@ -169,6 +169,8 @@ class Stats(_Open):
     ha: dict[str, Any] | None
     store: StoreState
     gaps: Gaps | None
+    homes: dict[str, dict[str, Any]] = {}  # per home (HOME_ID; "" when unset): rates, totals, outbox, HA, lag
+    instances: list[dict[str, Any]] = []  # every watched URL: service, up, home(s)
 
 
 class RatePoint(_Open):

@@ -45,6 +45,15 @@ def _opt_url(value: str) -> str:
     return _url(value) if value else ""
 
 
+def _urls(value: str) -> tuple[str, ...]:
+    """Comma-separated http(s) URLs, each checked, none twice; empty = the single-URL setting."""
+    urls = tuple(_url(item) for item in _csv(value))
+    repeated = sorted({url for url in urls if urls.count(url) > 1})
+    if repeated:
+        raise ValueError(f"lists {repeated[0]!r} twice")
+    return urls
+
+
 def _nats_url(value: str) -> str:
     if not value:
         return ""
@@ -208,6 +217,10 @@ class Settings:
     # --- the hop and the services
     ENRICHMENT_URL: str = _setting("http://127.0.0.1:8002", _url, doc="where ingestion POSTs batches")
     INGESTION_URL: str = _setting("http://127.0.0.1:8001", _url, doc="where admin-api finds ingestion")
+    INGESTION_URLS: tuple[str, ...] = _setting(
+        (), _urls, doc="admin-api: every ingestion to watch (a fleet), comma-separated; empty = INGESTION_URL")
+    ENRICHMENT_URLS: tuple[str, ...] = _setting(
+        (), _urls, doc="admin-api: every enrichment worker to watch, comma-separated; empty = ENRICHMENT_URL")
     API_TOKEN: str = _setting("", secret=True, doc="bearer token required on every endpoint but /health")
     BIND_HOST: str = _setting("127.0.0.1", doc="address the HTTP servers listen on")
     INGESTION_PORT: int = _setting(8001, _int_range(0, 65535))
@@ -352,6 +365,16 @@ class Settings:
     @property
     def influx_database(self) -> str:
         return self.INFLUXDB_DATABASE or self.INFLUXDB_BUCKET
+
+    @property
+    def ingestion_urls(self) -> tuple[str, ...]:
+        """The ingestion instances admin-api watches."""
+        return self.INGESTION_URLS or (self.INGESTION_URL,)
+
+    @property
+    def enrichment_urls(self) -> tuple[str, ...]:
+        """The enrichment workers admin-api watches."""
+        return self.ENRICHMENT_URLS or (self.ENRICHMENT_URL,)
 
     @property
     def data_dir(self) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +19,21 @@ from ..enrichment.api import DeadLetterIds
 from ..http import error, json_response, make_app
 from ..metrics import Registry
 from ..settings import Settings
-from . import stats
+from . import homes, stats
 from .sampler import Sampler
+from .stats import ENRICHMENT, INGESTION
 
 
 class Peers:
-    """HTTP access to the other two services (with the API token when one is set)."""
+    """HTTP access to the watched instances of the other two services (with the API token when one is set)."""
 
     def __init__(self, settings: Settings, timeout: float = 5.0) -> None:
-        self.urls = {"websocket-ingestion": settings.INGESTION_URL, "enrichment-pipeline": settings.ENRICHMENT_URL}
+        self.fleet: dict[str, tuple[str, ...]] = {INGESTION: settings.ingestion_urls,
+                                                  ENRICHMENT: settings.enrichment_urls}
+        # One instance answers for its service where one answer is the whole story: the store's newest
+        # points (every worker writes the same store), and the first worker's dead letters.
+        self.urls = {service: urls[0] for service, urls in self.fleet.items()}
+        self.all_urls = list(dict.fromkeys(url for urls in self.fleet.values() for url in urls))
         self.headers = {"Authorization": f"Bearer {settings.API_TOKEN}"} if settings.API_TOKEN else {}
         self.timeout = timeout
         self._session: aiohttp.ClientSession | None = None
@@ -38,17 +45,21 @@ class Peers:
         return self._session
 
     async def get(self, service: str, path: str, **params: Any) -> tuple[int, Any]:
-        """(status, JSON body); status 0 and an error text when the service cannot be reached."""
-        url = self.urls[service] + path
+        """(status, JSON body) of the service's first instance; status 0 and an error text when it cannot be
+        reached."""
+        return await self.get_url(self.urls[service], path, **params)
+
+    async def get_url(self, base: str, path: str, **params: Any) -> tuple[int, Any]:
+        """(status, JSON body) of the instance at ``base``; status 0 and an error text when it cannot be reached."""
         try:
-            async with self.session.get(url, headers=self.headers, params=params or None) as resp:
+            async with self.session.get(base + path, headers=self.headers, params=params or None) as resp:
                 body = await resp.read()
                 try:
                     return resp.status, orjson.loads(body)
                 except orjson.JSONDecodeError:
                     return resp.status, body.decode("utf-8", "replace")
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            return 0, f"unreachable at {self.urls[service]}: {exc.__class__.__name__}: {exc}".rstrip(": ")
+            return 0, f"unreachable at {base}: {exc.__class__.__name__}: {exc}".rstrip(": ")
 
     async def post(self, service: str, path: str, body: Any) -> tuple[int, Any]:
         url = self.urls[service] + path
@@ -72,28 +83,75 @@ def _part(status: int, body: Any) -> dict[str, Any]:
     return {"status": "unavailable", "reason": f"HTTP {status}: {str(body)[:200]}"}
 
 
-async def aggregate_health(peers: Peers) -> tuple[bool, dict[str, Any]]:
-    """Ask both services; derive Home Assistant's and the store's health from their answers."""
-    (ing_status, ing), (enr_status, enr) = await asyncio.gather(
-        peers.get("websocket-ingestion", "/health"), peers.get("enrichment-pipeline", "/health"))
+def _ha(body: Any) -> dict[str, Any]:
+    if isinstance(body, dict) and "ha_state" in body:
+        ok = body.get("ha_state") == "subscribed"
+        return {"status": "ok" if ok else "unavailable", "reason": "" if ok else str(body.get("reason", "")),
+                "subscribed_to": body.get("subscribed_to")}
+    return {"status": "unknown", "reason": "websocket-ingestion did not answer"}
+
+
+def _store(status: int, body: Any) -> dict[str, Any]:
+    if isinstance(body, dict) and "status" in body:
+        ok = status == 200
+        return {"status": "ok" if ok else "unavailable", "reason": "" if ok else str(body.get("reason", ""))}
+    return {"status": "unknown", "reason": "enrichment-pipeline did not answer"}
+
+
+def _combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One part from each instance's: ok only when all are. With one instance it is that instance's part (as
+    before fleets); either way ``instances`` lists each with its URL (and home, for ingestion)."""
+    statuses = {p["status"] for p in parts}
+    status = "ok" if statuses == {"ok"} else "unavailable" if "unavailable" in statuses else "unknown"
+    if len(parts) == 1:
+        combined = {k: v for k, v in parts[0].items() if k not in ("url", "home")}
+    else:
+        combined = {"status": status, "reason": "; ".join(_where(p) for p in parts if p["status"] != "ok")}
+    combined["instances"] = [{k: v for k, v in p.items() if k != "detail"} for p in parts]
+    return combined
+
+
+def _where(part: dict[str, Any]) -> str:
+    """An instance's reason, saying which instance (and home) it is."""
+    url, reason = part["url"], part["reason"]
+    text = reason if url in reason else f"{url}: {reason}"
+    return f"home {part['home']!r}: {text}" if part.get("home") is not None else text
+
+
+async def aggregate_health(peers: Peers, known: Mapping[str, str | None] | None = None) -> tuple[bool, dict[str, Any]]:
+    """Ask every instance; derive Home Assistant's and the store's health from their answers. ``known`` names
+    the home of an ingestion instance that does not answer (from earlier scrapes)."""
+    ing_urls, enr_urls = peers.fleet[INGESTION], peers.fleet[ENRICHMENT]
+    answers = await asyncio.gather(*(peers.get_url(url, "/health") for url in (*ing_urls, *enr_urls)))
+    ing = list(zip(ing_urls, answers[:len(ing_urls)], strict=True))
+    enr = list(zip(enr_urls, answers[len(ing_urls):], strict=True))
+
+    def home(url: str, body: Any) -> dict[str, Any]:
+        named = body.get("home_id") if isinstance(body, dict) and "home_id" in body else (known or {}).get(url)
+        return {} if named is None else {"home": named}
+
     parts: dict[str, dict[str, Any]] = {
-        "websocket-ingestion": _part(ing_status, ing),
-        "enrichment-pipeline": _part(enr_status, enr),
+        INGESTION: _combine([{"url": url, **home(url, body), **_part(code, body)} for url, (code, body) in ing]),
+        ENRICHMENT: _combine([{"url": url, **_part(code, body)} for url, (code, body) in enr]),
+        "home-assistant": _combine([{"url": url, **home(url, body), **_ha(body)} for url, (_, body) in ing]),
+        "store": _combine([{"url": url, **_store(code, body)} for url, (code, body) in enr]),
     }
-    if isinstance(ing, dict) and "ha_state" in ing:
-        ok = ing.get("ha_state") == "subscribed"
-        parts["home-assistant"] = {"status": "ok" if ok else "unavailable",
-                                   "reason": "" if ok else str(ing.get("reason", "")),
-                                   "subscribed_to": ing.get("subscribed_to")}
-    else:
-        parts["home-assistant"] = {"status": "unknown", "reason": "websocket-ingestion did not answer"}
-    if isinstance(enr, dict) and "status" in enr:
-        ok = enr_status == 200
-        parts["store"] = {"status": "ok" if ok else "unavailable", "reason": "" if ok else str(enr.get("reason", ""))}
-    else:
-        parts["store"] = {"status": "unknown", "reason": "enrichment-pipeline did not answer"}
     healthy = all(p["status"] == "ok" for p in parts.values())
     return healthy, parts
+
+
+async def _gaps(peers: Peers, status: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """Every ingestion's gaps, newest first, each with its home; None when no ingestion answered."""
+    urls = peers.fleet[INGESTION]
+    answers = await asyncio.gather(*(peers.get_url(url, "/gaps") for url in urls))
+    merged: list[dict[str, Any]] = []
+    answered = False
+    for url, (code, body) in zip(urls, answers, strict=True):
+        if code == 200 and isinstance(body, dict) and isinstance(body.get("gaps"), list):
+            answered = True
+            merged.extend({**gap, "home": status.get(url, {}).get("home_id")} for gap in body["gaps"])
+    merged.sort(key=lambda gap: gap.get("start_us") or 0, reverse=True)
+    return merged if answered else None
 
 
 _DASHBOARD = Path(__file__).with_name("static") / "dashboard.html"
@@ -103,8 +161,8 @@ _STORE_DOWN: dict[int | str, dict[str, Any]] = {
     503: {"model": schemas.ErrorBody, "description": "the store is unavailable"}}
 
 
-def _up(sampler: Sampler, service: str) -> float:
-    return 1.0 if sampler.up[service] else 0.0
+def _up(sampler: Sampler, urls: tuple[str, ...]) -> float:
+    return 1.0 if all(sampler.up[url] for url in urls) else 0.0
 
 
 async def _proxy(answer: Any) -> Response:
@@ -129,8 +187,11 @@ def build(settings: Settings, peers: Peers, metrics: Registry, *, service: str =
     metrics.gauge("admin_scrapes_kept", "Scrapes of the services kept for /stats (an hour's worth at most)",
                   read=lambda: len(sampler.history))
     for name in stats.SERVICES:
-        metrics.gauge("admin_peer_up", "1 when the last scrape of the service's /metrics succeeded",
-                      (("service", name),), read=functools.partial(_up, sampler, name))
+        metrics.gauge("admin_peer_up", "1 when the last scrape of every instance's /metrics succeeded",
+                      (("service", name),), read=functools.partial(_up, sampler, peers.fleet[name]))
+        for url in peers.fleet[name]:
+            metrics.gauge("admin_instance_up", "1 when the last scrape of the instance's /metrics succeeded",
+                          (("service", name), ("url", url)), read=functools.partial(_up, sampler, (url,)))
 
     @app.get("/", response_class=HTMLResponse, responses={200: {"content": {"text/html": {}}}})
     async def index() -> Response:
@@ -144,8 +205,9 @@ def build(settings: Settings, peers: Peers, metrics: Registry, *, service: str =
     @app.get("/health", responses={200: {"model": schemas.AdminHealth},
                                    503: {"model": schemas.AdminHealth, "description": "some part is not healthy"}})
     async def health() -> Response:
-        """200 only when ingestion, enrichment, Home Assistant and the store are all healthy."""
-        healthy, parts = await aggregate_health(peers)
+        """200 only when ingestion, enrichment, Home Assistant and the store are all healthy (every instance
+        of each, in a fleet); each part lists its instances."""
+        healthy, parts = await aggregate_health(peers, homes.known(list(sampler.history), peers.fleet))
         reasons = [f"{name}: {p['reason']}" for name, p in parts.items() if p["status"] != "ok"]
         return json_response({"service": service, "status": "ok" if healthy else "unavailable",
                               "reason": "; ".join(reasons), "parts": parts}, 200 if healthy else 503)
@@ -160,18 +222,37 @@ def build(settings: Settings, peers: Peers, metrics: Registry, *, service: str =
     async def get_stats() -> Response:
         """Rates over 1 min / 5 min / 1 h, totals, error rates, latency percentiles, outbox and spool depth,
         last event times, dead letters and gaps; computed from the services' counters, scraped over time.
-        Totals count since each service started; ``covered_s`` says how much of a window was observed."""
+        Totals count since each service started, summed over the watched instances; ``covered_s`` says how
+        much of a window was observed. ``homes`` has each home's figures, ``instances`` what is watched."""
         now, live, status = await sampler.scrape()
-        gaps_status, gaps_body = await peers.get("websocket-ingestion", "/gaps")
-        gaps = gaps_body.get("gaps") if gaps_status == 200 and isinstance(gaps_body, dict) else None
-        return json_response(stats.report(list(sampler.history), now, live, status, gaps, sampler.interval))
+        gaps = await _gaps(peers, status)
+        history = list(sampler.history)
+        body = stats.report(history, now, live, status, gaps, sampler.interval, peers.fleet)
+        body["homes"] = homes.report(history, now, live, status, peers.fleet)
+        named = homes.ingestion_homes(history, now, peers.fleet)
+        body["instances"] = [
+            *({"service": INGESTION, "url": url, "up": live.get(url) is not None, "home": named[url]}
+              for url in peers.fleet[INGESTION]),
+            *({"service": ENRICHMENT, "url": url, "up": live.get(url) is not None,
+               "homes": sorted(homes.worker_homes(live.get(url)))} for url in peers.fleet[ENRICHMENT])]
+        return json_response(body)
 
     @app.get("/stats/series", responses={200: {"model": schemas.RateSeries}})
     async def get_series(window: float = Query(3600.0, ge=60, le=3600, description="seconds"),
-                         step: float = Query(10.0, ge=5, le=600, description="seconds per point")) -> Response:
+                         step: float = Query(10.0, ge=5, le=600, description="seconds per point"),
+                         home: str | None = Query(None, max_length=64, description="one home's figures "
+                                                  f"(kept {stats.HOME_KEEP_S:g} s)")) -> Response:
         """Events received and stored per second, in ``step``-second buckets over the last ``window``
-        seconds (the dashboard's chart). Buckets in which no scrape ended are left out."""
-        points = stats.series(list(sampler.history), window, step, time.time())
+        seconds (the dashboard's chart), of the fleet or of one ``home``. Buckets in which no scrape ended
+        are left out."""
+        history = list(sampler.history)
+        if home is None:
+            lines = stats.chart_lines(peers.fleet)
+        else:
+            named = homes.known(history, peers.fleet)
+            lines = [("received", [url for url, h in named.items() if h == home], "events_received_total"),
+                     ("stored", peers.fleet[ENRICHMENT], f'events_stored_by_home_total{{home="{home}"}}')]
+        points = stats.series(history, window, step, time.time(), lines)
         return json_response({"window_s": window, "step_s": step, "points": points})
 
     @app.get("/events/recent", responses={200: {"model": schemas.RecentPoints}, **_UNREACHABLE, **_STORE_DOWN})

@@ -39,9 +39,10 @@ def counter_delta(before: float | None, after: float | None) -> float | None:
     return after - before if after >= before else after
 
 
-def buckets(series: Series, name: str) -> list[tuple[float, float]]:
-    """Cumulative (upper bound, count) of histogram ``name``, ascending, +Inf last."""
-    prefix = name + "_bucket{"
+def buckets(series: Series, name: str, labels: str = "") -> list[tuple[float, float]]:
+    """Cumulative (upper bound, count) of histogram ``name``, ascending, +Inf last; ``labels`` are those
+    before ``le`` (``'home="north",'``), as the registry renders them."""
+    prefix = name + "_bucket{" + labels
     out = []
     for key, value in series.items():
         if key.startswith(prefix) and (match := _LE.search(key)) is not None:
@@ -49,12 +50,12 @@ def buckets(series: Series, name: str) -> list[tuple[float, float]]:
     return sorted(out)
 
 
-def bucket_delta(before: Series | None, after: Series, name: str) -> list[tuple[float, float]]:
+def bucket_delta(before: Series | None, after: Series, name: str, labels: str = "") -> list[tuple[float, float]]:
     """The histogram's observations between two scrapes (all of ``after`` when there is no ``before`` or a reset)."""
-    now = buckets(after, name)
+    now = buckets(after, name, labels)
     if before is None:
         return now
-    then = dict(buckets(before, name))
+    then = dict(buckets(before, name, labels))
     if not then or (now and then.get(now[-1][0], 0.0) > now[-1][1]):
         return now
     return [(bound, count - then.get(bound, 0.0)) for bound, count in now]

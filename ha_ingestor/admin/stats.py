@@ -5,11 +5,16 @@ time those scrapes span (``covered_s``: shorter than the window while admin-api 
 long, or while a service did not answer). A counter that went down was reset by a restart; its new value
 is the growth. Percentiles come from the growth of histogram buckets over the window, interpolated inside
 the bucket as Prometheus' ``histogram_quantile`` does, so they are as fine as the buckets.
+
+admin-api may watch several instances of each service (a fleet: INGESTION_URLS, ENRICHMENT_URLS). A sample
+holds each instance's series under its URL; a figure of a service is the sum over its instances (rates are
+summed per instance, so an instance that did not answer for a while does not dilute the others), and
+``covered_s`` of a service is the least any of its instances covered.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -61,7 +66,15 @@ GAUGES: tuple[tuple[str, str, str], ...] = (
     ("spool_bytes", ENRICHMENT, "spool_bytes"),
     ("spool_limit_bytes", ENRICHMENT, "spool_limit_bytes"),
 )
-_KEPT = {name for _, _, name in COUNTERS} | {name + "_bucket" for _, _, name in HISTOGRAMS}
+# Per-home series (admin/homes.py): kept for HOME_KEEP_S only, as a fleet has many homes.
+BY_HOME = ("events_received_by_home_total", "events_stored_by_home_total", "events_spooled_by_home_total",
+           "events_dead_lettered_by_home_total", "end_to_end_lag_by_home_seconds_bucket")
+HOME_KEEP_S = PERCENTILE_WINDOW_S + 60.0
+_KEPT = ({name for _, _, name in COUNTERS} | {name + "_bucket" for _, _, name in HISTOGRAMS}
+         | set(BY_HOME) | {"home_info"})
+
+# service → the URLs of its instances, which key each sample's series.
+Fleet = Mapping[str, Sequence[str]]
 
 
 def compact(series: scrape.Series) -> scrape.Series:
@@ -69,18 +82,24 @@ def compact(series: scrape.Series) -> scrape.Series:
     return {k: v for k, v in series.items() if k in _KEPT or k.partition("{")[0] in _KEPT}
 
 
-@dataclass(frozen=True, slots=True)
+def slim(series: scrape.Series) -> scrape.Series:
+    """A compact series without its per-home part, once it is older than any per-home figure looks back."""
+    return {k: v for k, v in series.items() if k.partition("{")[0] not in BY_HOME}
+
+
+@dataclass(slots=True)
 class Sample:
-    """One scrape of both services at ``time`` (Unix s); a service that did not answer is None."""
+    """One scrape of every instance at ``time`` (Unix s), by URL; an instance that did not answer is None."""
 
     time: float
     series: dict[str, scrape.Series | None]
+    slim: bool = False  # per-home series dropped
 
 
-def _pairs(samples: Sequence[Sample], service: str) -> list[tuple[scrape.Series, scrape.Series, float]]:
+def _pairs(samples: Sequence[Sample], instance: str) -> list[tuple[scrape.Series, scrape.Series, float]]:
     out = []
     for a, b in pairwise(samples):
-        sa, sb = a.series.get(service), b.series.get(service)
+        sa, sb = a.series.get(instance), b.series.get(instance)
         if sa is not None and sb is not None and b.time > a.time:
             out.append((sa, sb, b.time - a.time))
     return out
@@ -90,12 +109,16 @@ def in_window(history: Sequence[Sample], now: Sample, window: float) -> list[Sam
     return [s for s in history if now.time - window <= s.time < now.time] + [now]
 
 
-def growth(samples: Sequence[Sample], service: str, counter: str) -> tuple[float | None, float]:
+def growth(samples: Sequence[Sample], instance: str, counter: str) -> tuple[float | None, float]:
     """(how much ``counter`` grew or None when no scrape pair had it, seconds covered) over consecutive samples
-    in which ``service`` answered."""
+    in which ``instance`` answered."""
+    return _grown(_pairs(samples, instance), counter)
+
+
+def _grown(pairs: list[tuple[scrape.Series, scrape.Series, float]], counter: str) -> tuple[float | None, float]:
     total: float | None = None
     covered = 0.0
-    for a, b, seconds in _pairs(samples, service):
+    for a, b, seconds in pairs:
         covered += seconds
         delta = scrape.counter_delta(a.get(counter), b.get(counter))
         if delta is not None:
@@ -103,33 +126,65 @@ def growth(samples: Sequence[Sample], service: str, counter: str) -> tuple[float
     return total, covered
 
 
+def summed(samples: Sequence[Sample], instances: Sequence[str],
+           counters: Sequence[str]) -> tuple[dict[str, float | None], dict[str, float | None], dict[str, float]]:
+    """(growth, per-second rate, seconds covered by instance) of each counter, summed over ``instances``;
+    None where no instance had the counter in two consecutive scrapes."""
+    grown: dict[str, float | None] = dict.fromkeys(counters)
+    per_s: dict[str, float | None] = dict.fromkeys(counters)
+    covered: dict[str, float] = {}
+    for instance in instances:
+        pairs = _pairs(samples, instance)
+        covered[instance] = sum(seconds for _, _, seconds in pairs)
+        for counter in counters:
+            value, seconds = _grown(pairs, counter)
+            if value is not None:
+                grown[counter] = (grown[counter] or 0.0) + value
+                if seconds > 0:
+                    per_s[counter] = (per_s[counter] or 0.0) + value / seconds
+    return grown, per_s, covered
+
+
 def _ratio(part: float, whole: float) -> float | None:
     return round(part / whole, 6) if whole > 0 else None
 
 
-def rates(samples: Sequence[Sample]) -> dict[str, Any]:
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def rates(samples: Sequence[Sample], fleet: Fleet) -> dict[str, Any]:
     """Per-second rates of every counter, the two error rates and the seconds each service covered."""
     grown: dict[str, float | None] = {}
-    covered: dict[str, float] = {}
-    for name, service, counter in COUNTERS:
-        grown[name], covered[service] = growth(samples, service, counter)
-    out: dict[str, Any] = {"covered_s": {s: round(covered.get(s, 0.0), 3) for s in SERVICES}}
-    for name, service, _ in COUNTERS:
-        seconds, value = covered.get(service, 0.0), grown[name]
-        out[f"{name}_per_s"] = round(value / seconds, 4) if seconds > 0 and value is not None else None
+    out: dict[str, Any] = {"covered_s": {}}
+    for service in SERVICES:
+        mine = [(name, counter) for name, svc, counter in COUNTERS if svc == service]
+        total, per_s, covered = summed(samples, fleet[service], [counter for _, counter in mine])
+        out["covered_s"][service] = round(min(covered.values(), default=0.0), 3)
+        for name, counter in mine:
+            grown[name] = total[counter]
+            out[f"{name}_per_s"] = _round(per_s[counter])
     g = {name: value or 0.0 for name, value in grown.items()}
     out["hop_error_rate"] = _ratio(g["hop_retries"], g["hop_retries"] + g["hop_batches"])
     out["event_error_rate"] = _ratio(g["rejected_by_enrichment"] + g["dead_lettered"], g["enrichment_received"])
     return out
 
 
-def percentiles(samples: Sequence[Sample], service: str, histogram: str) -> dict[str, float | None]:
-    """p50/p95/p99 (seconds) and the number of observations over the samples' span."""
-    first = next((s.series[service] for s in samples if s.series.get(service) is not None), None)
-    last = samples[-1].series.get(service)
-    if last is None or first is None or first is last:
+def percentiles(samples: Sequence[Sample], instances: Sequence[str], histogram: str,
+                labels: str = "") -> dict[str, float | None]:
+    """p50/p95/p99 (seconds) and the number of observations over the samples' span, from the buckets of
+    every instance added together; ``labels`` picks labelled buckets (``'home="north",'``)."""
+    merged: dict[float, float] = {}
+    for instance in instances:
+        first = next((s.series[instance] for s in samples if s.series.get(instance) is not None), None)
+        last = samples[-1].series.get(instance)
+        if last is None or first is None or first is last:
+            continue
+        for bound, count in scrape.bucket_delta(first, last, histogram, labels):
+            merged[bound] = merged.get(bound, 0.0) + count
+    cumulative = sorted(merged.items())
+    if not cumulative:
         return {"p50": None, "p95": None, "p99": None, "count": 0}
-    cumulative = scrape.bucket_delta(first, last, histogram)
     out: dict[str, float | None] = {}
     for q in (0.5, 0.95, 0.99):
         value = scrape.quantile(cumulative, q)
@@ -138,69 +193,101 @@ def percentiles(samples: Sequence[Sample], service: str, histogram: str) -> dict
     return out
 
 
-def series(history: Sequence[Sample], window: float, step: float, now: float) -> list[dict[str, float]]:
+Line = tuple[str, Sequence[str], str]  # (name in the chart, instances, counter)
+
+
+def chart_lines(fleet: Fleet) -> list[Line]:
+    """The dashboard chart's two lines over the whole fleet."""
+    return [("received", fleet[INGESTION], "events_received_total"),
+            ("stored", fleet[ENRICHMENT], "events_stored_total")]
+
+
+def series(history: Sequence[Sample], window: float, step: float, now: float,
+           lines: Sequence[Line]) -> list[dict[str, float]]:
     """Event rates in ``step``-second buckets over the last ``window`` seconds, for the dashboard's chart.
 
     A bucket holds the scrape intervals that ended in it; buckets without any are left out (a gap in the chart),
-    never filled with a guess.
+    never filled with a guess. Each instance's rate in a bucket is its growth over the seconds it was
+    observed there; a line is the sum of its instances' rates.
     """
     start = now - window
     samples = [s for s in history if s.time >= start - step]
     buckets: dict[int, dict[str, float]] = {}
-    for name, service, counter in (("received", INGESTION, "events_received_total"),
-                                   ("stored", ENRICHMENT, "events_stored_total")):
-        for a, b in pairwise(samples):
-            sa, sb = a.series.get(service), b.series.get(service)
-            if sa is None or sb is None or b.time < start or b.time <= a.time:
-                continue
-            delta = scrape.counter_delta(sa.get(counter), sb.get(counter))
-            if delta is None:
-                continue
-            slot = buckets.setdefault(int((b.time - start) // step), {})
-            slot[name] = slot.get(name, 0.0) + delta
-            slot[name + "_s"] = slot.get(name + "_s", 0.0) + (b.time - a.time)
-    points = []
-    for index in sorted(buckets):
-        slot = buckets[index]
-        point = {"t": round(start + (index + 1) * step, 3)}
-        for name in ("received", "stored"):
-            if slot.get(name + "_s"):
-                point[f"{name}_per_s"] = round(slot[name] / slot[name + "_s"], 4)
-        points.append(point)
-    return points
+    for name, instances, counter in lines:
+        for instance in instances:
+            grown: dict[int, list[float]] = {}
+            for a, b in pairwise(samples):
+                sa, sb = a.series.get(instance), b.series.get(instance)
+                if sa is None or sb is None or b.time < start or b.time <= a.time:
+                    continue
+                delta = scrape.counter_delta(sa.get(counter), sb.get(counter))
+                if delta is None:
+                    continue
+                slot = grown.setdefault(int((b.time - start) // step), [0.0, 0.0])
+                slot[0] += delta
+                slot[1] += b.time - a.time
+            for index, (delta, seconds) in grown.items():
+                point = buckets.setdefault(index, {})
+                point[name] = point.get(name, 0.0) + delta / seconds
+    return [{"t": round(start + (index + 1) * step, 3),
+             **{f"{name}_per_s": round(value, 4) for name, value in buckets[index].items()}}
+            for index in sorted(buckets)]
+
+
+def total(live: Mapping[str, scrape.Series | None], instances: Sequence[str], name: str) -> float | None:
+    """``name`` summed over the instances that answered; None when none did or none has it."""
+    values = [series[name] for url in instances if (series := live.get(url)) is not None and name in series]
+    return sum(values) if values else None
+
+
+def _statuses(status: Mapping[str, Any], instances: Sequence[str]) -> list[dict[str, Any]]:
+    return [body for url in instances if "error" not in (body := status.get(url, {"error": ""}))]
+
+
+def _newest(bodies: Sequence[dict[str, Any]]) -> float | None:
+    times = [t for body in bodies if isinstance(t := body.get("last_event_time"), int | float)]
+    return max(times) if times else None
 
 
 def report(history: Sequence[Sample], now: Sample, live: dict[str, scrape.Series | None],
-           status: dict[str, Any], gaps: list[dict[str, Any]] | None, interval: float) -> dict[str, Any]:
-    """The /stats document. ``now`` is a fresh scrape (not yet in ``history``); ``live`` its full series."""
+           status: dict[str, Any], gaps: list[dict[str, Any]] | None, interval: float,
+           fleet: Fleet) -> dict[str, Any]:
+    """The /stats document without its ``homes`` part. ``now`` is a fresh scrape (not yet in ``history``),
+    ``live`` its full series and ``status`` the /status bodies, both by instance URL."""
+    unreachable: dict[str, str] = {}
+    for service in SERVICES:
+        errors = [str(status.get(url, {}).get("error") or f"{url}: /metrics did not answer")
+                  for url in fleet[service] if live.get(url) is None]
+        if errors:
+            unreachable[service] = "; ".join(errors)
     out: dict[str, Any] = {
         "generated_at": round(now.time, 3),
         "sample_interval_s": interval,
         "watched_s": round(now.time - history[0].time, 3) if history else 0.0,
-        "unreachable": {s: str(status.get(s, {}).get("error", "")) for s in SERVICES if live.get(s) is None},
-        "rates": {label: rates(in_window(history, now, seconds)) for label, seconds in WINDOWS.items()},
+        "unreachable": unreachable,
+        "rates": {label: rates(in_window(history, now, seconds), fleet) for label, seconds in WINDOWS.items()},
+        "totals": {name: total(live, fleet[service], counter) for name, service, counter in COUNTERS},
     }
-    totals: dict[str, float | None] = {}
-    for name, service, counter in COUNTERS:
-        values = live.get(service)
-        totals[name] = None if values is None else values.get(counter)
-    out["totals"] = totals
     window = in_window(history, now, PERCENTILE_WINDOW_S)
     out["latency"] = {"window_s": PERCENTILE_WINDOW_S,
-                      **{name: percentiles(window, service, hist) for name, service, hist in HISTOGRAMS}}
-    depth: dict[str, float | None] = {}
-    for name, service, gauge in GAUGES:
-        values = live.get(service)
-        depth[name] = None if values is None else values.get(gauge)
-    out["depth"] = depth
-    ing = status.get(INGESTION, {})
-    enr = status.get(ENRICHMENT, {})
-    out["last_event_time"] = {INGESTION: ing.get("last_event_time"), ENRICHMENT: enr.get("last_event_time")}
-    newest = enr.get("last_event_time")
-    out["newest_stored_event_age_s"] = round(now.time - newest, 3) if isinstance(newest, int | float) else None
-    out["dead_letters"] = enr.get("dead_letters")
-    out["ha"] = ing.get("ha")
-    out["store"] = {"available": enr.get("store_available"), "reason": enr.get("store_reason")}
+                      **{name: percentiles(window, fleet[service], hist) for name, service, hist in HISTOGRAMS}}
+    out["depth"] = {name: total(live, fleet[service], gauge) for name, service, gauge in GAUGES}
+    ing = _statuses(status, fleet[INGESTION])
+    enr = _statuses(status, fleet[ENRICHMENT])
+    newest = _newest(enr)
+    out["last_event_time"] = {INGESTION: _newest(ing), ENRICHMENT: newest}
+    out["newest_stored_event_age_s"] = round(now.time - newest, 3) if newest is not None else None
+    letters = [body["dead_letters"] for body in enr if isinstance(body.get("dead_letters"), int)]
+    out["dead_letters"] = sum(letters) if letters else None
+    if len(fleet[INGESTION]) == 1:
+        out["ha"] = ing[0].get("ha") if ing else None
+    else:
+        states = [str((body.get("ha") or {}).get("state")) for body in ing]
+        out["ha"] = {"state": states[0] if len(set(states)) == 1 and len(ing) == len(fleet[INGESTION]) else "mixed",
+                     "subscribed": states.count("subscribed"), "instances": len(fleet[INGESTION])}
+    available = [body.get("store_available") for body in enr]
+    out["store"] = {"available": None if not enr else all(available),
+                    "reason": "; ".join(str(body.get("store_reason")) for body in enr if body.get("store_reason"))}
     if gaps is None:
         out["gaps"] = None
     else:

@@ -22,6 +22,7 @@ from ..model import Batch, Event, RawEvent, decode_batch, decode_event, encode, 
 from ..sinks.point import Point, Rejected, Store
 from . import enrich
 from .deadletters import DeadLetters
+from .homes import Homes
 from .registry import RegistryCache
 from .spool import Spool, SpoolFull
 
@@ -103,6 +104,7 @@ class Pipeline:
         self.lag = metrics.histogram("end_to_end_lag_seconds", "Event time to store acknowledgement, per event")
         self.lag.buckets = LAG_BUCKETS
         self.lag.counts = [0] * (len(LAG_BUCKETS) + 1)
+        self.homes = Homes(metrics)
         metrics.gauge("store_available", "1 when the last store write succeeded",
                       read=lambda: 0.0 if self.store_down_reason else 1.0)
         metrics.gauge("last_event_time_seconds", "Time fired (Unix s) of the newest event stored; 0 before any",
@@ -124,6 +126,7 @@ class Pipeline:
 
     async def accept(self, body: bytes, batch: Batch, events: Sequence[Event]) -> Outcome:
         self._received.inc(len(events))
+        self.homes[batch.home_id].received.inc(len(events))
         self._batches.inc()
         self._track_weather(batch.home_id, events)
         if self.spool.batches or self.store_down_reason:
@@ -142,6 +145,7 @@ class Pipeline:
             self._rejected_batches.inc()
             raise
         self._spooled.inc(count)
+        self.homes[home_id].spooled.inc(count)
         self._wake.set()
         return Outcome(count, spooled=count)
 
@@ -178,19 +182,18 @@ class Pipeline:
             log.warning("store refused points for good; kept as dead letters",
                         extra={"count": len(rejected), "first_reason": rejected[0].reason[:300]})
         self._stored.inc(len(events))
-        self._record_lag(now, events)
+        self._record_lag(home_id, now, events)
         return len(events), len(rejected)
 
-    def _record_lag(self, now: float, events: Sequence[Event]) -> None:
+    def _record_lag(self, home_id: str, now: float, events: Sequence[Event]) -> None:
         now_us = int(now * 1_000_000)
-        newest = 0
-        hist = self.lag
-        for event in events:
-            fired = to_us(event.time_fired)
-            newest = max(newest, fired)
-            hist.observe(max(0.0, (now_us - fired) / 1e6))
+        fired = [to_us(event.time_fired) for event in events]
+        lags = [max(0.0, (now_us - us) / 1e6) for us in fired]
+        self.lag.observe_many(lags)
+        newest = max(fired, default=0) / 1e6
+        self.homes.stored(home_id, lags, newest)
         if newest:
-            self.last_event_time = newest / 1e6
+            self.last_event_time = newest
 
     def _store_down(self, reason: str) -> None:
         self._write_failures.inc()

@@ -16,6 +16,9 @@ def build(ingestion: Ingestion, metrics: Registry, *, service: str = "websocket-
     app = make_app("HA Ingestor websocket-ingestion",
                    "Captures Home Assistant's events into a durable outbox and forwards them to enrichment.")
     started = time.time()
+    # Prometheus' "info" idiom: admin-api (and any scraper) learns which home this instance captures.
+    metrics.gauge("home_info", "Always 1; the label names the home (HOME_ID) this ingestion captures",
+                  (("home", ingestion.config.home_id),)).set(1)
 
     @app.get("/health")
     async def health() -> Response:
@@ -24,7 +27,8 @@ def build(ingestion: Ingestion, metrics: Registry, *, service: str = "websocket-
                 "reason": "" if ingestion.healthy else f"home assistant: {ingestion.reason or ingestion.state}",
                 "ha_state": ingestion.state, "subscribed_to": ingestion.subscribed_to or ["all"],
                 "token": ingestion.token_scope or None,
-                "outbox_events": ingestion.outbox.count, "forwarding": ingestion.forwarder.problem or "ok"}
+                "outbox_events": ingestion.outbox.count, "forwarding": ingestion.forwarder.problem or "ok",
+                "home_id": ingestion.config.home_id}
         return json_response(body, 200 if ingestion.healthy else 503)
 
     @app.get("/status")

@@ -9,10 +9,13 @@ from pathlib import Path
 import pytest
 
 from ha_ingestor.admin import scrape, stats
+from ha_ingestor.errors import SettingsError
 from ha_ingestor.harness.procs import Stack, http_get, http_post, wait_for
 from ha_ingestor.metrics import Registry
+from ha_ingestor.settings import Settings
 
 ING, ENR = stats.INGESTION, stats.ENRICHMENT
+FLEET = {ING: (ING,), ENR: (ENR,)}  # one instance of each, keyed by its service's name
 RATE = 20  # events per second fired by the simulator
 
 
@@ -47,7 +50,7 @@ def test_a_counter_that_went_down_was_reset_and_grew_by_its_new_value() -> None:
 def test_rate_is_growth_over_the_seconds_actually_observed() -> None:
     history = [sample(0, 0, 0), sample(5, 50, 40), sample(10, 100, 90)]
     now = sample(15, 150, 140)
-    rates = stats.rates(stats.in_window(history, now, 60))
+    rates = stats.rates(stats.in_window(history, now, 60), FLEET)
     assert rates["received_per_s"] == 10.0
     assert rates["stored_per_s"] == pytest.approx(140 / 15, abs=1e-4)  # rounded to 4 places
     assert rates["covered_s"] == {ING: 15.0, ENR: 15.0}
@@ -57,14 +60,14 @@ def test_a_restart_and_an_unanswered_scrape_do_not_invent_events() -> None:
     # enrichment restarted between t=5 and t=10 (counter back to 20) and did not answer at t=15.
     history = [sample(0, 0, 0), sample(5, 50, 50), sample(10, 100, 20), sample(15, 150, None)]
     now = sample(20, 200, 60)
-    rates = stats.rates(stats.in_window(history, now, 60))
+    rates = stats.rates(stats.in_window(history, now, 60), FLEET)
     assert rates["received_per_s"] == 10.0
     assert rates["covered_s"][ENR] == 10.0  # 0→5 and 5→10; the pairs touching t=15 are unknown
     assert rates["stored_per_s"] == (50 + 20) / 10
 
 
 def test_rates_are_none_until_two_scrapes_exist() -> None:
-    rates = stats.rates([sample(0, 10, 10)])
+    rates = stats.rates([sample(0, 10, 10)], FLEET)
     assert rates["received_per_s"] is None and rates["hop_error_rate"] is None
 
 
@@ -75,16 +78,16 @@ def test_percentiles_come_from_bucket_growth_within_the_window() -> None:
 
     before = hist({"0.001": 1000, "0.01": 1000, "0.1": 1000, "+Inf": 1000})  # old, fast observations
     after = hist({"0.001": 1000, "0.01": 1090, "0.1": 1100, "+Inf": 1100})  # 90 in (1, 10] ms, 10 in (10, 100]
-    result = stats.percentiles([before, after], ING, "hop_request_seconds")
+    result = stats.percentiles([before, after], [ING], "hop_request_seconds")
     assert result["count"] == 100
     assert result["p50"] == pytest.approx(0.001 + 0.009 * 50 / 90)
     assert 0.01 < result["p95"] <= 0.1  # type: ignore[operator]
-    assert stats.percentiles([after], ING, "hop_request_seconds")["p50"] is None
+    assert stats.percentiles([after], [ING], "hop_request_seconds")["p50"] is None
 
 
 def test_the_chart_series_leaves_a_gap_where_no_scrape_ended() -> None:
     history = [sample(0, 0, 0), sample(5, 50, 50), sample(30, 300, 300), sample(35, 350, 350)]
-    points = stats.series(history, window=40, step=10, now=40)
+    points = stats.series(history, window=40, step=10, now=40, lines=stats.chart_lines(FLEET))
     assert [p["t"] for p in points] == [10.0, 40.0]  # nothing ended in (10, 30]: no point, no guess
     assert points[0]["received_per_s"] == 10.0
 
@@ -146,6 +149,7 @@ def test_series_events_config_and_dead_letters_answer_from_the_services(stack: S
     assert status == 200 and config["settings"]["HA_TOKEN"] == "***"
     own = scrape.parse(http_get(admin + "/metrics")[1])
     assert [own[f'admin_peer_up{{service="{name}"}}'] for name in (ING, ENR)] == [1, 1]
+    assert own[f'admin_instance_up{{service="{ING}",url="{stack.url("ingestion")}"}}'] == 1
     assert own["admin_scrapes_kept"] >= 1
 
 
@@ -186,3 +190,14 @@ def test_admin_stats_page_keeps_working_when_a_service_is_gone(tmp_path: Path) -
         assert status == 503 and "unreachable" in health["parts"][ENR]["reason"]
     finally:
         stack.stop()
+
+
+def test_the_fleet_url_lists_default_to_the_single_urls_and_name_a_bad_entry() -> None:
+    single = Settings.from_values({"INGESTION_URL": "http://home:8001"})
+    assert single.ingestion_urls == ("http://home:8001",) and single.enrichment_urls == ("http://127.0.0.1:8002",)
+    fleet = Settings.from_values({"ENRICHMENT_URLS": "http://w1:8002/, http://w2:8002"})
+    assert fleet.enrichment_urls == ("http://w1:8002", "http://w2:8002")
+    with pytest.raises(SettingsError, match=r"ENRICHMENT_URLS.*'w2:8002'"):
+        Settings.from_values({"ENRICHMENT_URLS": "http://w1:8002,w2:8002"})
+    with pytest.raises(SettingsError, match=r"INGESTION_URLS.*twice"):
+        Settings.from_values({"INGESTION_URLS": "http://a:1,http://a:1/"})

@@ -66,3 +66,16 @@ def test_cluster_config_has_jetstream_on_file_with_sync_always() -> None:
     done = subprocess.run([binary, "-t", "-c", "/dev/stdin"], input=older, capture_output=True, text=True,
                           timeout=30, check=False)
     assert done.returncode == 0, done.stderr + done.stdout
+
+
+def test_admin_api_watches_every_home_and_every_worker(fleet: dict[str, Any]) -> None:
+    services = fleet["services"]
+    env = services["admin-api"]["environment"]
+    settings = Settings.from_values({k: str(v) for k, v in env.items()})
+    assert set(env) - set(Settings.__dataclass_fields__) == set(), "only real settings"
+    homes = sorted(name for name in services if name.startswith("ingestion-"))
+    workers = sorted(name for name in services if name.startswith("enrichment-worker"))
+    assert len(workers) >= 2
+    assert sorted(url.split("//")[1].split(":")[0] for url in settings.ingestion_urls) == homes
+    assert sorted(url.split("//")[1].split(":")[0] for url in settings.enrichment_urls) == workers
+    assert str(services["admin-api"]["ports"][0]).startswith("127.0.0.1:"), "published on loopback only"
