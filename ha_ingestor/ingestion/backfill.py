@@ -34,8 +34,10 @@ log = logging.getLogger(__name__)
 Call = Callable[[dict[str, Any], float], Awaitable[Any]]
 
 OVERLAP_US = 1000  # HA's history bounds are strict on both ends: windows overlap by 1 ms
-MIN_WINDOW_US, MAX_WINDOW_US = 1_000_000, 3_600_000_000
-TARGET_ROWS = 5_000  # aim for replies of about this many states (a few MB)
+MIN_WINDOW_US, FIRST_WINDOW_US, MAX_WINDOW_US = 50_000, 250_000, 3_600_000_000
+# Aim for replies of about this many states (~1 MB): turning a reply into events runs on the event loop that
+# also reads the live stream, and HA drops a reader that falls 4,096 messages behind (0.2 s at 20,000/s).
+TARGET_ROWS = 2_000
 
 
 def _state(entity_id: str, row: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -123,7 +125,7 @@ class Backfiller:
         start = max(begin - self.margin_us, end - self.max_us)
         ids = sorted(set(entity_ids))
         previous: dict[str, tuple[int, dict[str, Any]]] = {}
-        window = 60_000_000
+        window = FIRST_WINDOW_US  # small: the home's rate is unknown; the next windows are sized from the replies
         total = gap.states
         cursor = start
         while cursor < end:
@@ -143,27 +145,30 @@ class Backfiller:
                 if not isinstance(result, dict):
                     continue
                 rows += sum(len(v) for v in result.values() if isinstance(v, list))
-                events = [e for e in history_events(result, previous) if self.filter.accepts(e)]
-                total += await self._append(events)
+                # Off the event loop: a reply's thousands of states would hold up the reader of the live
+                # stream; in a thread the reader still gets the interpreter every few milliseconds.
+                bodies = await asyncio.to_thread(self._convert, result, previous)
+                total += await self._append(bodies)
             cursor = upper
             await self.outbox.advance_gap(gap.id, upper, total)
-            # Keep replies near TARGET_ROWS: a busy home gets short windows, a quiet one long ones.
-            if rows > TARGET_ROWS:
-                window = max(MIN_WINDOW_US, window // 2)
-            elif rows < TARGET_ROWS // 4:
-                window = min(MAX_WINDOW_US, window * 2)
+            # Keep replies near TARGET_ROWS: a busy home gets short windows, a quiet one long ones (growing
+            # at most 8× a step, so one burst in a quiet stretch does not make a huge reply).
+            window = min(MAX_WINDOW_US, max(MIN_WINDOW_US, window * TARGET_ROWS // max(rows, TARGET_ROWS // 8)))
         return total
 
-    async def _append(self, events: list[dict[str, Any]]) -> int:
+    def _convert(self, result: dict[str, Any], previous: dict[str, tuple[int, dict[str, Any]]]) -> list[bytes]:
+        return [encode(e) for e in history_events(result, previous) if self.filter.accepts(e)]
+
+    async def _append(self, bodies: list[bytes]) -> int:
         # Small chunks into at most half the outbox: the other half stays free for the live stream, so a
         # big gap never fills the outbox and forces the disconnect that would open the next gap.
         size = max(1, min(2000, self.outbox.max_events // 4))
-        for offset in range(0, len(events), size):
-            chunk = events[offset : offset + size]
+        for offset in range(0, len(bodies), size):
+            chunk = bodies[offset : offset + size]
             if self.wait_room is not None:
                 await self.wait_room()
-            await self.outbox.append([encode(e) for e in chunk])
+            await self.outbox.append(chunk)
             self._events.inc(len(chunk))
             self.on_appended()
             await asyncio.sleep(0)
-        return len(events)
+        return len(bodies)

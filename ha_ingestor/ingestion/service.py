@@ -30,7 +30,7 @@ import aiohttp
 
 from ..errors import AuthInvalid, CommandFailed, ConnectionLost, HopError
 from ..hop.base import Hop
-from ..metrics import Registry
+from ..metrics import Registry, watch_loop_lag
 from ..model import to_us
 from .backfill import Backfiller
 from .filter import EventFilter, FilterRules
@@ -137,6 +137,7 @@ class Ingestion:
                 tasks.create_task(self._writer(), name="outbox-writer")
                 tasks.create_task(self.forwarder.run(), name="forwarder")
                 tasks.create_task(self._connection_loop(), name="ha-connection")
+                tasks.create_task(watch_loop_lag(self.metrics), name="loop-lag")
         except* AuthInvalid as group:
             raise group.exceptions[0] from None
 
