@@ -197,20 +197,27 @@ async def _run_ingestion_until(ingestion: Ingestion, servers: list[Server], stop
 async def run_enrichment(settings: Settings, stop: asyncio.Event) -> None:
     metrics = Registry()
     async with _enrichment_running(settings, metrics) as enrichment:
-        srv = _server(settings, enrichment_api.build(enrichment.pipeline, metrics), "ENRICHMENT_PORT")
-        log.info("enrichment-pipeline serving", extra={"port": settings.ENRICHMENT_PORT,
-                                                       "store": enrichment.store.name, "hop": settings.HOP})
         if settings.HOP != "nats":
+            srv = _server(settings, enrichment_api.build(enrichment.pipeline, metrics), "ENRICHMENT_PORT")
+            _log_serving(settings, enrichment)
             await serve_until([srv], stop)
             return
         from .enrichment.nats_consumer import NatsConsumer  # nats-py is the optional extra 'nats'
         from .hop.jetstream import JetStreamConfig
 
         consumer = NatsConsumer(enrichment.pipeline, JetStreamConfig.from_settings(settings), metrics)
+        srv = _server(settings, enrichment_api.build(enrichment.pipeline, metrics,
+                                                     intake_problem=lambda: consumer.problem), "ENRICHMENT_PORT")
+        _log_serving(settings, enrichment)
         async with asyncio.TaskGroup() as group:
             consuming = group.create_task(consumer.run(), name="nats-consumer")
             await serve_until([srv], stop)
             consuming.cancel()  # SIGTERM: the message in hand is acked or handed back on redelivery
+
+
+def _log_serving(settings: Settings, enrichment: Enrichment) -> None:
+    log.info("enrichment-pipeline serving", extra={"port": settings.ENRICHMENT_PORT,
+                                                   "store": enrichment.store.name, "hop": settings.HOP})
 
 
 def hop_from(settings: Settings, metrics: Registry) -> Hop:

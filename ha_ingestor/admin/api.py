@@ -91,6 +91,15 @@ def _ha(body: Any) -> dict[str, Any]:
     return {"status": "unknown", "reason": "websocket-ingestion did not answer"}
 
 
+def _forwarding(body: Any) -> dict[str, Any]:
+    """Events leaving the outbox: ingestion can be healthy (capturing, durable) while its hop is stuck."""
+    if isinstance(body, dict) and "forwarding" in body:
+        ok = body.get("forwarding") == "ok"
+        return {"status": "ok" if ok else "unavailable", "reason": "" if ok else str(body.get("forwarding")),
+                "outbox_events": body.get("outbox_events")}
+    return {"status": "unknown", "reason": "websocket-ingestion did not answer"}
+
+
 def _store(status: int, body: Any) -> dict[str, Any]:
     if isinstance(body, dict) and "status" in body:
         ok = status == 200
@@ -135,6 +144,7 @@ async def aggregate_health(peers: Peers, known: Mapping[str, str | None] | None 
         ENRICHMENT: _combine([{"url": url, **_part(code, body)} for url, (code, body) in enr]),
         "home-assistant": _combine([{"url": url, **home(url, body), **_ha(body)} for url, (_, body) in ing]),
         "store": _combine([{"url": url, **_store(code, body)} for url, (code, body) in enr]),
+        "forwarding": _combine([{"url": url, **home(url, body), **_forwarding(body)} for url, (_, body) in ing]),
     }
     healthy = all(p["status"] == "ok" for p in parts.values())
     return healthy, parts

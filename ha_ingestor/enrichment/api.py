@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import orjson
@@ -88,7 +89,9 @@ async def _answer(call: Any) -> Response:
     return json_response(outcome.as_dict(), 202 if outcome.spooled else 200)
 
 
-def build(pipeline: Pipeline, metrics: Registry, *, service: str = "enrichment-pipeline") -> FastAPI:
+def build(pipeline: Pipeline, metrics: Registry, *, service: str = "enrichment-pipeline",
+          intake_problem: Callable[[], str] | None = None) -> FastAPI:
+    """``intake_problem``: why batches cannot arrive (HOP=nats: the consumer's trouble), "" when they can."""
     app = make_app("HA Ingestor enrichment-pipeline",
                    "Takes Home Assistant events, enriches them into points and stores them durably.")
     started = time.time()
@@ -144,11 +147,14 @@ def build(pipeline: Pipeline, metrics: Registry, *, service: str = "enrichment-p
     @app.get("/health", responses={200: {"model": schemas.EnrichmentHealth},
                                    503: {"model": schemas.EnrichmentHealth, "description": "the store is unavailable"}})
     async def health() -> Response:
-        """200 only when the store is reachable and writable; else 503 with the reason."""
+        """200 only when the store is reachable and writable (and, HOP=nats, the stream is being consumed)."""
         try:
             await pipeline.store.check()
         except StoreUnavailable as exc:
             return json_response({"service": service, "status": "unavailable", "reason": f"store: {exc}",
+                                  "spool": pipeline.spool.depth()}, 503)
+        if intake_problem is not None and (problem := intake_problem()):
+            return json_response({"service": service, "status": "unavailable", "reason": problem,
                                   "spool": pipeline.spool.depth()}, 503)
         return json_response({"service": service, "status": "ok", "reason": "",
                               "spool": pipeline.spool.depth()})

@@ -53,7 +53,7 @@ class NatsConsumer:
     def __init__(self, pipeline: Pipeline, config: JetStreamConfig, metrics: Registry) -> None:
         self.pipeline = pipeline
         self.config = config
-        self.problem = ""
+        self.problem = "nats: not consuming yet"  # /health is 503 until the worker really consumes
         self._acked = metrics.counter("nats_messages_acked", "Messages made durable (or dead-lettered), then acked")
         self._naked = metrics.counter("nats_messages_naked", "Messages handed back after an unexpected error")
         self._dead = metrics.counter("nats_messages_dead_lettered", "Messages kept as dead letters")
@@ -98,18 +98,22 @@ class NatsConsumer:
         sub = await js.pull_subscribe(f"{self.config.prefix}.*.batch", durable=self.config.consumer,
                                       stream=self.config.stream, config=config)
         log.info("nats: consuming", extra={"stream": self.config.stream, "consumer": self.config.consumer})
+        self._resolved()
         while True:
             try:
                 messages = await sub.fetch(self.config.fetch_batch, timeout=2.0)
             except TimeoutError:
-                continue  # nothing waiting (or reconnecting: the client resubscribes)
+                # Nothing waiting, or reconnecting (the client resubscribes): /health must tell them apart.
+                if nc.is_connected:
+                    self._resolved()
+                else:
+                    self._note("nats: disconnected, reconnecting")
+                continue
             except nats.errors.Error as exc:
                 self._note(f"nats fetch failed: {exc}")
                 await asyncio.sleep(0.5)
                 continue
-            if self.problem:
-                log.info("nats: consuming again", extra={"after": self.problem})
-                self.problem = ""
+            self._resolved()
             for msg in messages:
                 await self.handle(msg)
 
@@ -191,6 +195,11 @@ class NatsConsumer:
             body = orjson.dumps(body.decode("utf-8", "replace"))  # dead letters keep JSON: the text as a string
         await self.pipeline.dead_letters.add(home_id, [Rejected(point, reason)], [body])
         self._dead.inc()
+
+    def _resolved(self) -> None:
+        if self.problem:
+            log.info("nats: consuming again", extra={"after": self.problem})
+            self.problem = ""
 
     def _note(self, problem: str) -> None:
         if problem != self.problem:

@@ -26,7 +26,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 TOKEN = "dashboard-test-token-5d1c"
-SERVICES = {"admin-api", "websocket-ingestion", "enrichment-pipeline", "home-assistant", "store"}
+SERVICES = {"admin-api", "websocket-ingestion", "enrichment-pipeline", "home-assistant", "store", "forwarding"}
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
 
 pytestmark = pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
