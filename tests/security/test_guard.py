@@ -8,6 +8,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ha_ingestor.harness.http_client import request
 from ha_ingestor.harness.procs import Stack
@@ -123,3 +125,24 @@ def test_json_depth_measure_is_exact() -> None:
     assert json_too_deep(b'{"a": [{"b": [{"c": 1}]}]}', 4) and not json_too_deep(b'{"a": [{"b": [{"c": 1}]}]}', 5)
     assert not json_too_deep(b'{"a": "\\\\"}', 1)
     assert not json_too_deep(b"[}", 1)  # malformed: left to the parser, which says so
+
+
+_TEXT = st.text(alphabet='ab"\\[]{}é', max_size=6)
+_JSON = st.recursive(st.none() | st.integers(-1000, 1000) | _TEXT,
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+                     max_leaves=30)
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    return 0
+
+
+@given(_JSON, st.integers(1, 8))
+@settings(max_examples=400, deadline=None)
+def test_json_depth_measure_agrees_with_the_parsed_value(value: object, limit: int) -> None:
+    # Strings full of quotes, backslashes and brackets take the slow path, plain ones the fast one.
+    assert json_too_deep(orjson.dumps(value), limit) == (_depth(value) > limit)
