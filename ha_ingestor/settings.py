@@ -266,7 +266,7 @@ class Settings:
     OUTBOX_MAX_EVENTS: int = _setting(2_000_000, _int_range(1000, 10**9))
     OUTBOX_SYNC: str = _setting("normal", _choice("normal", "full"), doc="SQLite synchronous mode")
     SPOOL_MAX_BYTES: int = _setting(2 * 2**30, _int_range(2**20, 2**40))
-    BATCH_MAX_EVENTS: int = _setting(1000, _int_range(1, 100_000), doc="events per hop request")
+    BATCH_MAX_EVENTS: int = _setting(5000, _int_range(1, 100_000), doc="largest hop request, in events")
     BATCH_MAX_DELAY_MS: int = _setting(5, _int_range(0, 60_000), doc="longest wait to fill a batch")
     HOP_MAX_IN_FLIGHT: int = _setting(3, _int_range(1, 64), doc="batches on their way to enrichment at once")
     HOP_TIMEOUT: float = _setting(30.0, _float_range(1, 600), doc="seconds per hop request")

@@ -31,7 +31,7 @@ Row = tuple[int, bytes]
 
 class Forwarder:
     def __init__(
-        self, outbox: Outbox, hop: Hop, metrics: Registry, *, home_id: str = "", max_events: int = 1000,
+        self, outbox: Outbox, hop: Hop, metrics: Registry, *, home_id: str = "", max_events: int = 5000,
         max_delay: float = 0.05, max_backoff: float = 5.0, max_in_flight: int = 3,
     ) -> None:
         self.outbox = outbox

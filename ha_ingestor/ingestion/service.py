@@ -60,7 +60,7 @@ class IngestionConfig:
     event_types: tuple[str, ...] = ()
     home_id: str = ""
     filter: FilterRules = FilterRules()
-    batch_max_events: int = 1000
+    batch_max_events: int = 5000
     batch_max_delay: float = 0.005
     max_in_flight: int = 3
     backfill: bool = True
