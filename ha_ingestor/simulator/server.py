@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 HA_VERSION = "2025.4.4"
 MAX_PENDING = 4096
+SLICE = 500  # events fired between two chances for the writers to send
 # homeassistant.auth.permissions.events.SUBSCRIBE_ALLOWLIST: what a non-admin may subscribe to.
 USER_ALLOWED_EVENTS = frozenset({
     "area_registry_updated", "component_loaded", "core_config_updated", "device_registry_updated",
@@ -277,12 +278,16 @@ class Simulator:
             elif any(len(c.queue) > self.max_pending // 2 for c in self.connections):
                 due = 0  # flat out means as fast as the subscribers read, not faster than HA would allow
             else:
-                due = 500  # flat out: a slice, then let the writers run
+                due = SLICE  # flat out: a slice, then let the writers run
             if self.count is not None:
                 due = min(due, self.count - (self.fired - base))
-            for _ in range(max(0, min(due, 20_000))):
+            # Behind schedule (a slow reply, the OS), catch up in slices and let the writers run between
+            # them: one burst of thousands would fill a subscriber's queue at once and drop it, which HA
+            # does not do to a reader that keeps up.
+            burst = max(0, min(due, SLICE))
+            for _ in range(burst):
                 self.fire_next()
-            await asyncio.sleep(tick if self.rate > 0 or due == 0 else 0)
+            await asyncio.sleep(0 if burst == SLICE or (self.rate <= 0 and due) else tick)
         self.done.set()
         if self._log is not None:
             self._log.flush()
