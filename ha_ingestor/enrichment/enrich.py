@@ -109,12 +109,24 @@ def attribute_fields(attributes: Mapping[str, Any], ignore: frozenset[str], out:
             out["attr_" + key + "_str"] = _json(value)
 
 
+_QUARTER_US = 900_000_000
+_local_cache: dict[tuple[ZoneInfo, int], tuple[int, int]] = {}
+
+
 def _local_time(us: int, tz: ZoneInfo | None, out: dict[str, FieldValue]) -> None:
     if tz is None:
         return
-    local = datetime.fromtimestamp(us / 1_000_000, tz)
-    out["hour"] = local.hour
-    out["weekday"] = local.weekday()
+    # Every UTC offset and every DST switch falls on a quarter hour, so (hour, weekday) is one value per
+    # quarter: computed once each, not per event.
+    key = (tz, us // _QUARTER_US)
+    cached = _local_cache.get(key)
+    if cached is None:
+        local = datetime.fromtimestamp(us / 1_000_000, tz)
+        cached = (local.hour, local.weekday())
+        if len(_local_cache) >= 10_000:
+            _local_cache.clear()
+        _local_cache[key] = cached
+    out["hour"], out["weekday"] = cached
 
 
 def _context_fields(context: Any, out: dict[str, FieldValue]) -> None:
