@@ -22,6 +22,7 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,29 +93,36 @@ class Phase:
 
 
 class Bench:
-    def __init__(self, options: Options, directory: Path, say: Any = print) -> None:
+    def __init__(self, options: Options, directory: Path, say: Any = print, *,
+                 influxd: Influxd | None = None, database: str = DB) -> None:
         self.o = options
         self.say = say
-        self.influxd = Influxd(directory / "influxd")
-        self.stack = Stack(directory, influx_url="", database=DB, events_log=False,
+        self.influxd = influxd or Influxd(directory / "influxd")
+        self.database = database
+        self.stack = Stack(directory, influx_url="", database=database, events_log=False,
                            sim_args=["--rate", str(options.live_rate), "--mix", str(options.mix),
                                      "--entities", str(options.entities), "--paused"],
                            extra_env={"LOG_LEVEL": "warning"})
         self.procs: dict[str, Proc] = {}
+        self.poll_s = 0.2  # how often wait_stored counts the points (each count is a query over all of them)
 
     # ---------------------------------------------------------------- plumbing
 
     def stored(self) -> int:
-        rows = self.influxd.rows('SELECT count("available") FROM "states"', DB, timeout=120) + \
-            self.influxd.rows('SELECT count("origin") FROM "events"', DB, timeout=120)
+        rows = self.influxd.rows('SELECT count("available") FROM "states"', self.database, timeout=120) + \
+            self.influxd.rows('SELECT count("origin") FROM "events"', self.database, timeout=120)
         return sum(int(r["count"]) for r in rows)
 
     def fired(self) -> int:
         return int(self.stack.sim("/sim/report")["fired"])
 
-    def metrics(self, service: str) -> dict[str, float]:
-        status, body = http_get(self.stack.url(service) + "/metrics", timeout=30)
+    def metrics(self, service: str, stack: Stack | None = None) -> dict[str, float]:
+        status, body = http_get((stack or self.stack).url(service) + "/metrics", timeout=30)
         return parse_metrics(body) if status == 200 and isinstance(body, str) else {}
+
+    def enrichment_metrics(self) -> dict[str, float]:
+        """Enrichment's metrics (the hop comparison sums them over its workers)."""
+        return self.metrics("enrichment")
 
     def track(self) -> None:
         self.procs = {name: Proc(name, svc.proc.pid) for name, svc in self.stack.services.items()
@@ -130,16 +138,17 @@ class Bench:
             count = self.stored()
             if count >= expected:
                 return count, time.monotonic()
-            time.sleep(0.2)
+            time.sleep(self.poll_s)
         return count, time.monotonic()
 
     # ---------------------------------------------------------------- phases
 
-    def run_phase(self, name: str, rate: float, seconds: float, *, measure_rss: bool = False) -> Phase:
+    def run_phase(self, name: str, rate: float, seconds: float, *, measure_rss: bool = False,
+                  drain_timeout: float | None = None) -> Phase:
         phase = Phase(name, rate)
         self.say(f"{name}: {rate:g} events/s for {seconds:g} s …")
         fired0, stored0 = self.fired(), self.stored()
-        ingestion0, enrichment0 = self.metrics("ingestion"), self.metrics("enrichment")
+        ingestion0, enrichment0 = self.metrics("ingestion"), self.enrichment_metrics()
         for proc in self.procs.values():
             proc.cpu_ticks = proc.ticks()
         started = time.monotonic()
@@ -148,12 +157,12 @@ class Bench:
         self.stack.sim("/sim/pause")
         fired_for = time.monotonic() - started
         phase.fired = self.fired() - fired0
-        stored, done = self.wait_stored(stored0 + phase.fired, timeout=max(60.0, seconds * 3))
+        stored, done = self.wait_stored(stored0 + phase.fired, timeout=drain_timeout or max(60.0, seconds * 3))
         phase.stored = stored - stored0
         phase.seconds = done - started
         phase.throughput = phase.stored / phase.seconds if phase.seconds > 0 else 0.0
         phase.extra["firing_rate"] = round(phase.fired / fired_for)
-        ingestion1, enrichment1 = self.metrics("ingestion"), self.metrics("enrichment")
+        ingestion1, enrichment1 = self.metrics("ingestion"), self.enrichment_metrics()
         for q in (0.5, 0.95, 0.99):
             value, n = histogram_quantile(enrichment0, enrichment1, "end_to_end_lag_seconds", q)
             phase.e2e_ms[f"p{round(q * 100)}"] = None if n == 0 or math.isinf(value) else round(value * 1000, 1)
@@ -231,7 +240,7 @@ class Bench:
         ]
         return {
             "options": o.__dict__, "cpu_count": os.cpu_count(),
-            "phases": [_phase_dict(p) for p in (live, outage, peak)],
+            "phases": [phase_dict(p) for p in (live, outage, peak)],
             "targets": [{"target": t, "pass": bool(ok), "figure": f} for t, ok, f in targets],
             "zero_loss": all(p.missing == 0 for p in (live, outage, peak)),
         }
@@ -241,19 +250,28 @@ def _le(value: float | None, limit: float) -> bool:
     return value is not None and value <= limit
 
 
-def _phase_dict(p: Phase) -> dict[str, Any]:
+def phase_dict(p: Phase) -> dict[str, Any]:
     return {"phase": p.name, "rate": p.rate, "fired": p.fired, "stored": p.stored, "missing": p.missing,
             "seconds": round(p.seconds, 2), "throughput": round(p.throughput), "e2e_ms": p.e2e_ms,
             "hop_p99_ms": p.hop_p99_ms, "cpu_percent": p.cpu_percent, "peak_rss_mb": p.rss_mb, **p.extra}
 
 
+def phase_header(label: str, width: int = 38) -> str:
+    return (f"{label:<{width}}{'fired':>9}{'stored':>9}{'missing':>8}{'events/s':>10}"
+            f"{'e2e p50/p95/p99 ms':>22}{'hop p99':>9}")
+
+
+def phase_row(label: str, p: dict[str, Any], width: int = 38) -> str:
+    """One phase (as :func:`phase_dict` gives it) under :func:`phase_header`."""
+    e2e = "/".join("-" if p["e2e_ms"].get(k) is None else f"{p['e2e_ms'][k]:g}" for k in ("p50", "p95", "p99"))
+    return (f"{label:<{width}}{p['fired']:>9}{p['stored']:>9}{p['missing']:>8}{p['throughput']:>10}"
+            f"{e2e:>22}{'-' if p['hop_p99_ms'] is None else p['hop_p99_ms']:>9}")
+
+
 def table(result: dict[str, Any]) -> str:
-    lines = [f"{'phase':<38}{'fired':>9}{'stored':>9}{'missing':>8}{'events/s':>10}"
-             f"{'e2e p50/p95/p99 ms':>22}{'hop p99':>9}"]
+    lines = [phase_header("phase")]
     for p in result["phases"]:
-        e2e = "/".join("-" if p["e2e_ms"].get(k) is None else f"{p['e2e_ms'][k]:g}" for k in ("p50", "p95", "p99"))
-        lines.append(f"{p['phase']:<38}{p['fired']:>9}{p['stored']:>9}{p['missing']:>8}{p['throughput']:>10}"
-                     f"{e2e:>22}{'-' if p['hop_p99_ms'] is None else p['hop_p99_ms']:>9}")
+        lines.append(phase_row(p["phase"], p))
     lines.append("")
     names = sorted({n for p in result["phases"] for n in p["cpu_percent"]})
     lines.append(f"{'CPU % (100 = one core)':<38}" + "".join(f"{n:>12}" for n in names))
@@ -271,10 +289,15 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main(options: Options, json_path: Path | None, keep: Path | None = None) -> dict[str, Any]:
+    return report(lambda directory, say: Bench(options, directory, say).run(), table, json_path, keep)
+
+
+def report(run: Callable[[Path, Callable[[str], None]], dict[str, Any]], render: Callable[[dict[str, Any]], str],
+           json_path: Path | None, keep: Path | None = None) -> dict[str, Any]:
+    """Run a benchmark in a temporary directory (``keep`` to keep it), print its table, write its JSON."""
     with tempfile.TemporaryDirectory(prefix="ha-ingestor-bench-") as tmp:
-        directory = keep or Path(tmp)
-        result = Bench(options, directory, say=lambda text: print(text, flush=True)).run()
-    print(table(result))
+        result = run(keep or Path(tmp), lambda text: print(text, flush=True))
+    print(render(result))
     if json_path is not None:
         json_path.write_text(json.dumps(result, indent=2))
     return result

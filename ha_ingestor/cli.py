@@ -196,12 +196,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     # SIGTERM (e.g. from `timeout`) must still stop the processes the benchmark started: they run in
     # sessions of their own and would otherwise keep burning CPU.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    options = bench.Options.quick() if args.quick else bench.Options()
+    if args.hops:
+        from . import bench_hops
+        from .harness.nats_server import nats_server_binary
+
+        if nats_server_binary() is None:
+            print("ha-ingestor bench --hops: needs nats-server (Debian package nats-server)", file=sys.stderr)
+            return EXIT_USAGE
+        options = bench_hops.options(args.quick)
+    else:
+        options = bench.Options.quick() if args.quick else bench.Options()
     for name in ("rate", "seconds", "live_rate", "live_seconds", "outage_seconds", "entities"):
         value = getattr(args, name)
         if value is not None:
             setattr(options, name, value)
-    result = bench.main(options, args.json)
+    result = bench_hops.main(options, args.json) if args.hops else bench.main(options, args.json)
     return 0 if result["zero_loss"] else EXIT_FAILED
 
 
@@ -259,10 +268,12 @@ def parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="measure throughput, latency, CPU, memory and drain on this machine")
     b.add_argument("--quick", action="store_true", help="a few seconds per phase (the CI smoke run)")
-    b.add_argument("--rate", type=float, default=None, help="throughput phase events/s (20000)")
-    b.add_argument("--seconds", type=float, default=None, help="throughput phase length (60)")
+    b.add_argument("--hops", action="store_true", help="instead: the HTTP hop beside the NATS hop with 1, 2 and 3 "
+                   "enrichment workers (live and throughput phases each, ~2 min when quiet)")
+    b.add_argument("--rate", type=float, default=None, help="throughput phase events/s (20000; --hops: 0 = flat out)")
+    b.add_argument("--seconds", type=float, default=None, help="throughput phase length (60; --hops 10)")
     b.add_argument("--live-rate", type=float, default=None, help="live phase events/s (1000)")
-    b.add_argument("--live-seconds", type=float, default=None, help="live phase length (20)")
+    b.add_argument("--live-seconds", type=float, default=None, help="live phase length (20; --hops 15)")
     b.add_argument("--outage-seconds", type=float, default=None, help="enrichment outage length (60)")
     b.add_argument("--entities", type=int, default=None, help="entities of the simulated home (200)")
     b.add_argument("--json", type=Path, default=None, help="also write the results as JSON to this file")
