@@ -146,7 +146,8 @@ def run(o: Options, directory: Path, configs: tuple[Config, ...] = CONFIGS, say:
                          "workers": config.workers, "phases": [phase_dict(p) for p in phases]})
     finally:
         influxd.stop()
-    return {"options": {k: v for k, v in o.__dict__.items() if k != "outage_seconds"}, "cpu_count": os.cpu_count(),
+    unused = ("outage_seconds", "flat_seconds")  # phases of the plain bench only
+    return {"options": {k: v for k, v in o.__dict__.items() if k not in unused}, "cpu_count": os.cpu_count(),
             "load_average": {"before": [round(x, 2) for x in load_before],
                              "after": [round(x, 2) for x in os.getloadavg()]},
             "configurations": rows,

@@ -206,7 +206,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         options = bench_hops.options(args.quick)
     else:
         options = bench.Options.quick() if args.quick else bench.Options()
-    for name in ("rate", "seconds", "live_rate", "live_seconds", "outage_seconds", "entities"):
+    for name in ("rate", "seconds", "live_rate", "live_seconds", "outage_seconds", "flat_seconds", "entities"):
         value = getattr(args, name)
         if value is not None:
             setattr(options, name, value)
@@ -275,6 +275,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--live-rate", type=float, default=None, help="live phase events/s (1000)")
     b.add_argument("--live-seconds", type=float, default=None, help="live phase length (20; --hops 15)")
     b.add_argument("--outage-seconds", type=float, default=None, help="enrichment outage length (60)")
+    b.add_argument("--flat-seconds", type=float, default=None, help="flat-out phase: seconds of firing (30)")
     b.add_argument("--entities", type=int, default=None, help="entities of the simulated home (200)")
     b.add_argument("--json", type=Path, default=None, help="also write the results as JSON to this file")
     b.set_defaults(func=cmd_bench)

@@ -22,10 +22,10 @@ def test_bench_quick_runs_every_phase_and_loses_nothing(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(out.read_text())
     assert result["zero_loss"] is True
-    live, outage, peak = result["phases"]
-    for phase in (live, outage, peak):
+    live, outage, peak, flat = result["phases"]
+    for phase in (live, outage, peak, flat):
         assert phase["fired"] > 0 and phase["missing"] == 0 and phase["stored"] == phase["fired"]
-    for phase in (live, peak):
+    for phase in (live, peak, flat):
         assert all(phase["e2e_ms"][k] is not None for k in ("p50", "p95", "p99"))
         assert phase["hop_p99_ms"] is not None
         assert set(phase["cpu_percent"]) >= {"simulator", "ingestion", "enrichment", "influxd"}
