@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from .point import FieldValue, Point
 
@@ -44,6 +45,14 @@ _STR_TABLE = str.maketrans({'"': '\\"', "\\": "\\\\"})
 _CACHE_LIMIT = 100_000
 _key_cache: dict[str, str] = {}
 _meas_cache: dict[str, str] = {}
+_series_cache: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
+
+
+def _remember(cache: dict[Any, str], key: Any, escaped: str) -> str:
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[key] = escaped
+    return escaped
 
 
 def drop_unsafe_backslashes(text: str) -> str:
@@ -61,11 +70,7 @@ def escape_key(text: str) -> str:
     cached = _key_cache.get(text)
     if cached is not None:
         return cached
-    escaped = drop_unsafe_backslashes(text).translate(_KEY_TABLE)
-    if len(_key_cache) >= _CACHE_LIMIT:
-        _key_cache.clear()
-    _key_cache[text] = escaped
-    return escaped
+    return _remember(_key_cache, text, drop_unsafe_backslashes(text).translate(_KEY_TABLE))
 
 
 def escape_measurement(text: str) -> str:
@@ -75,11 +80,7 @@ def escape_measurement(text: str) -> str:
     name = text
     if name.startswith("#"):
         name = "_" + name
-    escaped = name.translate(_MEAS_TABLE)
-    if len(_meas_cache) >= _CACHE_LIMIT:
-        _meas_cache.clear()
-    _meas_cache[text] = escaped
-    return escaped
+    return _remember(_meas_cache, text, name.translate(_MEAS_TABLE))
 
 
 def clip_string(value: str) -> str:
@@ -126,13 +127,7 @@ def _series(measurement: str, tags: tuple[tuple[str, str], ...]) -> str:
             etag, evalue = escape_key(tag), escape_key(value)
             if etag and evalue:
                 escaped += f",{etag}={evalue}"
-    if len(_series_cache) >= _CACHE_LIMIT:
-        _series_cache.clear()
-    _series_cache[key] = escaped
-    return escaped
-
-
-_series_cache: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
+    return _remember(_series_cache, key, escaped)
 
 
 def encode_point(point: Point) -> str | None:
@@ -149,23 +144,10 @@ def encode_point(point: Point) -> str | None:
 def _encode_fields(fields: Mapping[str, FieldValue]) -> str:
     out = []
     for key, value in fields.items():
-        # encode_field inlined for the two kinds most fields are (a third of enrichment is this loop)
-        kind = type(value)
-        if kind is float:
-            if not math.isfinite(value):  # type: ignore[arg-type]
-                continue
-            text = repr(value)
-        elif kind is str:
-            text = clip_string(value)  # type: ignore[arg-type]
-            if '"' in text or "\\" in text:  # str.translate costs 20× these two scans; most need neither
-                text = text.translate(_STR_TABLE)
-            text = '"' + text + '"'
-        else:
-            encoded = encode_field(value)
-            if encoded is None:
-                continue
-            text = encoded
-        ekey = _key_cache.get(key) or escape_key(key)
+        text = encode_field(value)
+        if text is None:
+            continue
+        ekey = escape_key(key)
         if ekey:
             out.append(f"{ekey}={text}")
     return ",".join(out)
