@@ -101,9 +101,8 @@ class Pipeline:
         self._outages = metrics.counter("store_outages", "Times the store became unavailable")
         self._write_failures = metrics.counter("store_write_failures",
                                                "Store writes that failed for a transient reason (retried or spooled)")
-        self.lag = metrics.histogram("end_to_end_lag_seconds", "Event time to store acknowledgement, per event")
-        self.lag.buckets = LAG_BUCKETS
-        self.lag.counts = [0] * (len(LAG_BUCKETS) + 1)
+        self.lag = metrics.histogram("end_to_end_lag_seconds", "Event time to store acknowledgement, per event",
+                                     buckets=LAG_BUCKETS)
         self.homes = Homes(metrics)
         metrics.gauge("store_available", "1 when the last store write succeeded",
                       read=lambda: 0.0 if self.store_down_reason else 1.0)
