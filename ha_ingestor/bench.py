@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .harness.audit import stored_count
 from .harness.influxd import Influxd
 from .harness.procs import Stack, http_get
 from .verify import histogram_quantile, parse_metrics
@@ -115,9 +116,7 @@ class Bench:
     # ---------------------------------------------------------------- plumbing
 
     def stored(self) -> int:
-        rows = self.influxd.rows('SELECT count("available") FROM "states"', self.database, timeout=120) + \
-            self.influxd.rows('SELECT count("origin") FROM "events"', self.database, timeout=120)
-        return sum(int(r["count"]) for r in rows)
+        return stored_count(self.influxd, self.database, timeout=120)
 
     def fired(self) -> int:
         return int(self.stack.sim("/sim/report")["fired"])

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import time
-import urllib.error
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .audit import Audit, fired_keys, stored_keys
+from .audit import Audit, fired_keys, stored_keys, stored_now
 from .influxd import Influxd
 from .nats_server import NatsCluster, NatsServer
 from .procs import Stack, http_get
@@ -83,16 +82,6 @@ def running_fleet(tmp: Path, nats: NatsServer | NatsCluster, replicas: int = 1) 
         influxd.stop()
 
 
-def stored_count(influxd: Influxd, home: str) -> int | None:
-    where = f" WHERE \"home\" = '{home}'"
-    try:
-        rows = influxd.rows(f'SELECT count("available") FROM "states"{where}', DB, timeout=2) + \
-            influxd.rows(f'SELECT count("origin") FROM "events"{where}', DB, timeout=2)
-    except (OSError, urllib.error.URLError, RuntimeError):
-        return None
-    return sum(int(r["count"]) for r in rows)
-
-
 def execute(fleet: Fleet, scenario: str, duration: float, record: Callable[[dict[str, Any]], None],
             fault: Callable[[Fleet], None] | None = None) -> dict[str, Audit]:
     """Fire for ``duration`` s (``fault`` runs meanwhile), drain, record one row per home and check it."""
@@ -108,7 +97,7 @@ def execute(fleet: Fleet, scenario: str, duration: float, record: Callable[[dict
     fired = {home: fired_keys(stack) for home, stack in fleet.homes.items()}
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        counts = {home: stored_count(fleet.influxd, home) for home in fired}
+        counts = {home: stored_now(fleet.influxd, DB, home) for home in fired}
         if all(c is not None and c >= len(fired[home]) for home, c in counts.items()):
             break
         time.sleep(0.5)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from ha_ingestor.harness.audit import stored_count
 from ha_ingestor.harness.influxd import Influxd
 from ha_ingestor.harness.procs import Stack, http_get, http_post
 from ha_ingestor.harness.subscriber import witness
@@ -29,20 +30,16 @@ def stack(tmp_path: Path, influxd: Influxd, influx_db: str) -> Iterator[Stack]:
         stack.stop()
 
 
-def stored(influxd: Influxd, db: str) -> int:
-    counts = influxd.rows('SELECT count("available") FROM "states"', db) + \
-        influxd.rows('SELECT count("origin") FROM "events"', db)
-    return sum(int(r["count"]) for r in counts)
 
 
 async def wait_stored(influxd: Influxd, db: str, expected: int, timeout: float = 60) -> int:
     deadline = asyncio.get_running_loop().time() + timeout
     count = 0
     while asyncio.get_running_loop().time() < deadline:
-        count = await asyncio.to_thread(stored, influxd, db)
+        count = await asyncio.to_thread(stored_count, influxd, db)
         if count >= expected:
             await asyncio.sleep(0.5)  # anything beyond the expected count would be a duplicate: look again
-            return await asyncio.to_thread(stored, influxd, db)
+            return await asyncio.to_thread(stored_count, influxd, db)
         await asyncio.sleep(0.2)
     return count
 

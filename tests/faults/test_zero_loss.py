@@ -8,7 +8,6 @@ fired events — none missing, none duplicated — except dead letters, which mu
 from __future__ import annotations
 
 import time
-import urllib.error
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from ha_ingestor.harness.audit import Key, fired_keys, stored_keys
+from ha_ingestor.harness.audit import Key, fired_keys, stored_keys, stored_now
 from ha_ingestor.harness.influxd import Influxd
 from ha_ingestor.harness.procs import Stack, http_get, http_post
 from ha_ingestor.model import to_us
@@ -47,21 +46,12 @@ class Run:
 
     def sample(self) -> None:
         report = self.stack.sim("/sim/report") if self.stack.services["simulator"].running else None
-        stored = stored_count(self.influxd)
+        stored = stored_now(self.influxd, DB)
         if report is not None and stored is not None:
             self.samples.append((time.monotonic(), int(report["fired"]), stored))
 
     def fault_over(self) -> None:
         self.fault_ended = time.monotonic()
-
-
-def stored_count(influxd: Influxd) -> int | None:
-    try:
-        rows = influxd.rows('SELECT count("available") FROM "states"', DB, timeout=2) + \
-            influxd.rows('SELECT count("origin") FROM "events"', DB, timeout=2)
-    except (OSError, urllib.error.URLError, RuntimeError):
-        return None  # the store is the thing being broken right now
-    return sum(int(r["count"]) for r in rows)
 
 
 def dead_letter_keys(stack: Stack) -> list[Key]:
@@ -105,7 +95,7 @@ def execute(run: Run, scenario: str, fault: Callable[[Run], None], record: Calla
     expected_dead = set(run.poison)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
-        count = stored_count(run.influxd)
+        count = stored_now(run.influxd, DB)
         if count is not None and count >= len(fired) - len(expected_dead):
             break
         run.sample()
