@@ -13,7 +13,19 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import scrape
-from .stats import ENRICHMENT, INGESTION, PERCENTILE_WINDOW_S, Fleet, Sample, in_window, percentiles, summed, total
+from .stats import (
+    ENRICHMENT,
+    INGESTION,
+    PERCENTILE_WINDOW_S,
+    Fleet,
+    Sample,
+    in_window,
+    newest_event_time,
+    percentiles,
+    rounded,
+    summed,
+    total,
+)
 
 HOME_RATE_WINDOW_S = 60.0
 _HOME = re.compile(r'^[a-z_]+\{home="([^"]*)"')
@@ -79,8 +91,7 @@ def report(history: Sequence[Sample], now: Sample, live: Mapping[str, scrape.Ser
         bodies = [status.get(url, {}) for url in ingestion]
         states = [str((body.get("ha") or {}).get("state", "unreachable")) if "error" not in body else "unreachable"
                   for body in bodies]
-        fired = [t for body in bodies if isinstance(t := body.get("last_event_time"), int | float)]
-        stored = total_max(live, fleet[ENRICHMENT], "last_event_time_by_home_seconds" + _label(home))
+        stored = total(live, fleet[ENRICHMENT], "last_event_time_by_home_seconds" + _label(home), max)
         lag = percentiles(lag_window, fleet[ENRICHMENT], "end_to_end_lag_by_home_seconds", f'home="{home}",')
         out[home] = {
             "ingestion": ingestion,
@@ -88,8 +99,8 @@ def report(history: Sequence[Sample], now: Sample, live: Mapping[str, scrape.Ser
             "connected": bool(states) and all(state == "subscribed" for state in states),
             "ha_state": ", ".join(sorted(set(states))) or "unknown",
             "rates_1m": {
-                **{f"{name}_per_s": _rounded(ing_rates[counter]) for name, counter in INGESTION_COUNTERS},
-                **{f"{name}_per_s": _rounded(enr_rates[counter + _label(home)]) for name, counter in WORKER_COUNTERS},
+                **{f"{name}_per_s": rounded(ing_rates[counter]) for name, counter in INGESTION_COUNTERS},
+                **{f"{name}_per_s": rounded(enr_rates[counter + _label(home)]) for name, counter in WORKER_COUNTERS},
             },
             "totals": {
                 **{name: total(live, ingestion, counter) for name, counter in INGESTION_COUNTERS},
@@ -97,16 +108,7 @@ def report(history: Sequence[Sample], now: Sample, live: Mapping[str, scrape.Ser
             },
             "outbox_events": total(live, ingestion, "outbox_events"),
             "end_to_end_lag_seconds": lag,
-            "last_event_time": {INGESTION: max(fired) if fired else None, ENRICHMENT: stored or None},
+            "last_event_time": {INGESTION: newest_event_time(bodies), ENRICHMENT: stored or None},
             "newest_stored_event_age_s": round(now.time - stored, 3) if stored else None,
         }
     return out
-
-
-def total_max(live: Mapping[str, scrape.Series | None], instances: Sequence[str], name: str) -> float | None:
-    values = [series[name] for url in instances if (series := live.get(url)) is not None and name in series]
-    return max(values) if values else None
-
-
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 4)

@@ -14,7 +14,7 @@ summed per instance, so an instance that did not answer for a while does not dil
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -149,7 +149,7 @@ def _ratio(part: float, whole: float) -> float | None:
     return round(part / whole, 6) if whole > 0 else None
 
 
-def _round(value: float | None, digits: int = 4) -> float | None:
+def rounded(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
 
 
@@ -163,7 +163,7 @@ def rates(samples: Sequence[Sample], fleet: Fleet) -> dict[str, Any]:
         out["covered_s"][service] = round(min(covered.values(), default=0.0), 3)
         for name, counter in mine:
             grown[name] = total[counter]
-            out[f"{name}_per_s"] = _round(per_s[counter])
+            out[f"{name}_per_s"] = rounded(per_s[counter])
     g = {name: value or 0.0 for name, value in grown.items()}
     out["hop_error_rate"] = _ratio(g["hop_retries"], g["hop_retries"] + g["hop_batches"])
     out["event_error_rate"] = _ratio(g["rejected_by_enrichment"] + g["dead_lettered"], g["enrichment_received"])
@@ -234,17 +234,19 @@ def series(history: Sequence[Sample], window: float, step: float, now: float,
             for index in sorted(buckets)]
 
 
-def total(live: Mapping[str, scrape.Series | None], instances: Sequence[str], name: str) -> float | None:
-    """``name`` summed over the instances that answered; None when none did or none has it."""
+def total(live: Mapping[str, scrape.Series | None], instances: Sequence[str], name: str,
+          combine: Callable[[list[float]], float] = sum) -> float | None:
+    """``name`` summed (or ``combine``d) over the instances that answered; None when none did or none has it."""
     values = [series[name] for url in instances if (series := live.get(url)) is not None and name in series]
-    return sum(values) if values else None
+    return combine(values) if values else None
 
 
 def _statuses(status: Mapping[str, Any], instances: Sequence[str]) -> list[dict[str, Any]]:
     return [body for url in instances if "error" not in (body := status.get(url, {"error": ""}))]
 
 
-def _newest(bodies: Sequence[dict[str, Any]]) -> float | None:
+def newest_event_time(bodies: Sequence[dict[str, Any]]) -> float | None:
+    """The latest ``last_event_time`` among /status bodies; None when none has one."""
     times = [t for body in bodies if isinstance(t := body.get("last_event_time"), int | float)]
     return max(times) if times else None
 
@@ -274,8 +276,8 @@ def report(history: Sequence[Sample], now: Sample, live: dict[str, scrape.Series
     out["depth"] = {name: total(live, fleet[service], gauge) for name, service, gauge in GAUGES}
     ing = _statuses(status, fleet[INGESTION])
     enr = _statuses(status, fleet[ENRICHMENT])
-    newest = _newest(enr)
-    out["last_event_time"] = {INGESTION: _newest(ing), ENRICHMENT: newest}
+    newest = newest_event_time(enr)
+    out["last_event_time"] = {INGESTION: newest_event_time(ing), ENRICHMENT: newest}
     out["newest_stored_event_age_s"] = round(now.time - newest, 3) if newest is not None else None
     letters = [body["dead_letters"] for body in enr if isinstance(body.get("dead_letters"), int)]
     out["dead_letters"] = sum(letters) if letters else None
