@@ -23,10 +23,10 @@ from .errors import SettingsError
 
 Parser = Callable[[str], Any]
 
-# Prefixes that only this project uses: an unknown variable with one of them is almost surely a typo
-# (INFLUXDB_BUKET), and silently ignoring it would run with a default the user did not want.
 # Names .env.example holds for docker-compose alone (the InfluxDB container's init, published ports).
 _COMPOSE_ONLY = re.compile(r"^(INFLUX_INIT_[A-Z_]+|[A-Z_]+_PUBLISH)$")
+# Prefixes that only this project uses: an unknown variable with one of them is almost surely a typo
+# (INFLUXDB_BUKET), and silently ignoring it would run with a default the user did not want.
 _OWN_PREFIXES = ("INFLUXDB_", "OUTBOX_", "SPOOL_", "BACKFILL_", "HA_INGESTOR_", "NATS_", "HA_COMPAT_")
 
 
