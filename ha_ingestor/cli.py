@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import re
 import secrets
@@ -32,6 +33,18 @@ log = logging.getLogger("ha_ingestor")
 
 EXIT_FAILED, EXIT_USAGE, EXIT_AUTH = 1, 2, 3
 
+# A 5,000-event batch allocates hundreds of thousands of containers (decoded events, points, field dicts),
+# nearly all freed by reference counting as soon as the batch is written. With CPython's default threshold
+# (700) the cycle collector ran hundreds of times per batch, rescanning whatever was alive: at 15,000
+# events/s enrichment spent ~8 of its ~39 µs of CPU per event there, and batches took twice as long.
+# Objects alive after start-up (modules, settings) are frozen out of every scan.
+GC_THRESHOLDS = (50_000, 20, 20)
+
+
+def tune_gc() -> None:
+    gc.set_threshold(*GC_THRESHOLDS)
+    gc.freeze()
+
 
 def _run(main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
     """Run ``main(stop)`` with SIGTERM/SIGINT setting ``stop``; map errors to exit codes."""
@@ -43,6 +56,7 @@ def _run(main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
             loop.add_signal_handler(sig, stop.set)
         await main(stop)
 
+    tune_gc()
     try:
         try:
             uvloop.run(runner())
