@@ -10,6 +10,11 @@ One SQLite file (WAL) in ``DATA_DIR/ingestion/outbox.sqlite`` with:
 Appends are group commits: the writer takes everything that queued up while the previous commit ran and
 commits it in one transaction, so the cost of a commit (and of an fsync with ``OUTBOX_SYNC=full``) is
 shared by all the events that arrived meanwhile.
+
+The newest rows are also kept in memory (the *tail*, up to ``TAIL_MAX_BYTES``), so the forwarder reads
+what it sends from there instead of reading back from SQLite what was written a moment ago; rows older
+than the tail (after a restart, or after an outage outgrew it) are read from the file. Memory is only a
+copy: a row is durable in SQLite before it enters the tail, and leaves both together.
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ CREATE TABLE IF NOT EXISTS rejected (id INTEGER PRIMARY KEY, created REAL NOT NU
                                      body BLOB NOT NULL);
 """
 
+# Enough for the batches in flight at tens of thousands of events a second (~700 bytes an event).
+TAIL_MAX_BYTES = 16 * 1024 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class Gap:
@@ -72,7 +80,8 @@ class Gap:
 
 
 class Outbox:
-    def __init__(self, path: Path, *, max_events: int, synchronous: str, metrics: Registry) -> None:
+    def __init__(self, path: Path, *, max_events: int, synchronous: str, metrics: Registry,
+                 tail_max_bytes: int = TAIL_MAX_BYTES) -> None:
         self.db = SqliteWorker(path, synchronous=synchronous.upper(), schema=SCHEMA)
         self.db.run_sync(self._upgrade)
         self.max_events = max_events
@@ -80,6 +89,14 @@ class Outbox:
             "SELECT COUNT(*), COALESCE(SUM(length(body)), 0) FROM outbox").fetchone())
         self.count = int(count)
         self.bytes = int(size)  # bytes waiting, kept like count so /metrics costs no query
+        # The tail: every outbox row with id >= _tail_from is in _tail (id -> body); older ones only on disk.
+        last_id = self.db.run_sync(lambda: self.db.conn.execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'outbox'").fetchone()[0])
+        self._last_id = int(last_id)
+        self._tail: dict[int, bytes] = {}
+        self._tail_from = self._last_id + 1
+        self._tail_bytes = 0
+        self._tail_max_bytes = tail_max_bytes
         self.bytes_in = 0
         self._in = metrics.counter("outbox_in_events", "Events appended to the outbox")
         self._out = metrics.counter("outbox_out_events", "Events removed from the outbox after enrichment took them")
@@ -121,18 +138,21 @@ class Outbox:
     async def append(self, bodies: Sequence[bytes], watermark_us: int | None = None) -> None:
         """Durably append events in one transaction; move the watermark with them when given."""
 
-        def _write(conn: sqlite3.Connection) -> None:
+        def _write(conn: sqlite3.Connection) -> int:
             conn.executemany("INSERT INTO outbox (body) VALUES (?)", [(b,) for b in bodies])
             if watermark_us is not None:
                 conn.execute("INSERT INTO meta (key, value) VALUES ('watermark_us', ?) "
                              "ON CONFLICT (key) DO UPDATE SET value = excluded.value "
                              "WHERE CAST(excluded.value AS INTEGER) > CAST(meta.value AS INTEGER)",
                              (str(watermark_us),))
+            # AUTOINCREMENT and one writer: the rows just inserted have the ids up to the sequence, in order.
+            return int(conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()[0])
 
         started = time.perf_counter()
-        await self.db.run(transaction, self.db.conn, _write)
+        last_id = await self.db.run(transaction, self.db.conn, _write)
         self._commit_time.observe(time.perf_counter() - started)
         self._commits.inc()
+        self._remember(last_id, bodies)
         self.count += len(bodies)
         self._in.inc(len(bodies))
         size = sum(len(b) for b in bodies)
@@ -140,8 +160,54 @@ class Outbox:
         self.bytes_in += size
         self._in_bytes.inc(size)
 
+    def _remember(self, last_id: int, bodies: Sequence[bytes]) -> None:
+        """Rows ``last_id - len(bodies) + 1 .. last_id`` were committed: keep them in the tail if there is room."""
+        if not bodies:
+            return
+        first_id = last_id - len(bodies) + 1
+        size = sum(len(b) for b in bodies)
+        if first_id != self._last_id + 1 or self._tail_bytes + size > self._tail_max_bytes:
+            # Not the continuation of the tail (cannot happen with one writer), or no room: from here on the
+            # older rows are read from the file, and the tail starts again after these.
+            self._tail.clear()
+            self._tail_bytes = 0
+            self._tail_from = max(last_id, self._last_id) + 1
+        else:
+            self._tail.update(zip(range(first_id, last_id + 1), bodies, strict=True))
+            self._tail_bytes += size
+        self._last_id = max(last_id, self._last_id)
+
+    def _tail_size(self, ids: Sequence[int]) -> int | None:
+        """Total size of these rows when the tail holds every one of them."""
+        tail = self._tail
+        size = 0
+        for row_id in ids:
+            body = tail.get(row_id)
+            if body is None:
+                return None
+            size += len(body)
+        return size
+
+    def _forget(self, ids: Sequence[int]) -> None:
+        """Removed rows leave the tail too."""
+        pop = self._tail.pop
+        for row_id in ids:
+            body = pop(row_id, None)
+            if body is not None:
+                self._tail_bytes -= len(body)
+
     async def peek(self, after_id: int, limit: int) -> list[tuple[int, bytes]]:
-        """The oldest events with id > after_id."""
+        """The oldest events with id > after_id (from the tail when it holds all of them)."""
+        if after_id + 1 >= self._tail_from:
+            tail = self._tail
+            rows = []
+            for row_id in range(after_id + 1, self._last_id + 1):
+                body = tail.get(row_id)
+                if body is not None:
+                    rows.append((row_id, body))
+                    if len(rows) >= limit:
+                        break
+            return rows
         return await self.db.run(lambda: self.db.conn.execute(
             "SELECT id, body FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)).fetchall())
 
@@ -150,19 +216,22 @@ class Outbox:
         if not ids:
             return
         first, last = ids[0], ids[-1]
+        known_size = self._tail_size(ids)
 
         def _delete(conn: sqlite3.Connection) -> tuple[int, int]:
-            # The size is read in the same transaction (the rows are in the page cache already), so the byte
-            # counters stay exact without the forwarder having to pass sizes along.
+            # The size of rows not in the tail is read in the same transaction (the rows are in the page cache
+            # already), so the byte counters stay exact without the forwarder having to pass sizes along.
             if last - first + 1 == len(ids):
-                size = conn.execute("SELECT COALESCE(SUM(length(body)), 0) FROM outbox WHERE id BETWEEN ? AND ?",
-                                    (first, last)).fetchone()[0]
+                size = known_size if known_size is not None else conn.execute(
+                    "SELECT COALESCE(SUM(length(body)), 0) FROM outbox WHERE id BETWEEN ? AND ?",
+                    (first, last)).fetchone()[0]
                 return conn.execute("DELETE FROM outbox WHERE id BETWEEN ? AND ?", (first, last)).rowcount, size
             size = sum(conn.execute("SELECT COALESCE(SUM(length(body)), 0) FROM outbox WHERE id = ?", (i,))
                        .fetchone()[0] for i in ids)
             return conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids]).rowcount, size
 
         removed, size = await self.db.run(transaction, self.db.conn, _delete)
+        self._forget(ids)
         self.count -= removed
         self.bytes -= int(size)
         self._out.inc(removed)
@@ -178,6 +247,7 @@ class Outbox:
             conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i, _ in rows])
 
         await self.db.run(transaction, self.db.conn, _move)
+        self._forget([row_id for row_id, _ in rows])
         self.count -= len(rows)
         self.bytes -= sum(len(body) for _, body in rows)
         self._rejected.inc(len(rows))
