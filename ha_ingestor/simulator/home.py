@@ -71,10 +71,11 @@ class Entity:
         return self.entity_id.partition(".")[0]
 
     def state_dict(self) -> dict[str, Any]:
+        updated = iso(self.last_updated_us)
         return {
             "entity_id": self.entity_id, "state": self.state, "attributes": self.attributes,
-            "last_changed": iso(self.last_changed_us), "last_reported": iso(self.last_updated_us),
-            "last_updated": iso(self.last_updated_us),
+            "last_changed": updated if self.last_changed_us == self.last_updated_us else iso(self.last_changed_us),
+            "last_reported": updated, "last_updated": updated,
             "context": {"id": self.context_id, "parent_id": None, "user_id": None},
         }
 
