@@ -29,6 +29,7 @@ LABELS = [("critical", "Critical"), ("energy", "Energy")]
 MANUFACTURERS = [("Aqara", "WSDCGQ11LM"), ("Philips", "LCT015"), ("Shelly", "Plus 1PM"), ("IKEA", "TRADFRI"),
                  ("Sonoff", "SNZB-03"), ("Tado", "Smart Thermostat")]
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_CROCKFORD_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]  # 10 bits -> two characters
 
 
 _iso_second = [-1, ""]  # the last whole second formatted: flat out, a second's prefix serves thousands of events
@@ -116,6 +117,8 @@ class Home:
         self.entities: dict[str, Entity] = {}
         self.devices: list[dict[str, Any]] = []
         self._order: list[Entity] = []  # the entities that change by themselves
+        self._ulid_ms = -1
+        self._ulid_prefix = ""
         self._created: list[Entity] = []  # entities created through the REST API: change only when told
         self._build(max(size, len(_KINDS) + 1))
         self._cursor = 0
@@ -126,12 +129,16 @@ class Home:
         return f"{self.rng.getrandbits(128):032x}"
 
     def ulid(self, us: int) -> str:
-        value = ((us // 1000) << 80) | self.rng.getrandbits(80)
-        chars = []
-        for _ in range(26):
-            chars.append(_CROCKFORD[value & 31])
-            value >>= 5
-        return "".join(reversed(chars))
+        """A ULID as HA makes context ids: 48 bits of ms and 80 random bits in 26 Crockford base32 characters."""
+        ms = us // 1000
+        if ms != self._ulid_ms:  # flat out, one millisecond's prefix serves dozens of events
+            self._ulid_ms = ms
+            self._ulid_prefix = "".join(_CROCKFORD[(ms >> shift) & 31] for shift in range(45, -5, -5))
+        r = self.rng.getrandbits(80)
+        pairs = _CROCKFORD_PAIRS
+        return (self._ulid_prefix + pairs[r >> 70] + pairs[(r >> 60) & 1023] + pairs[(r >> 50) & 1023]
+                + pairs[(r >> 40) & 1023] + pairs[(r >> 30) & 1023] + pairs[(r >> 20) & 1023]
+                + pairs[(r >> 10) & 1023] + pairs[r & 1023])
 
     def _build(self, size: int) -> None:
         # The home has been running for an hour: initial states are that old, as when connecting to a real
