@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import hmac
 import logging
-import re
 import socket
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, MutableMapping
 from typing import Any
@@ -41,20 +40,22 @@ OPEN_PATHS = frozenset({"/health"})
 MAX_JSON_DEPTH = 64
 
 _KEEP_STRUCTURE = bytes(sorted(set(range(256)) - set(b'"[]{}')))
-_INNERMOST_PAIR = re.compile(rb"\[\]|\{\}")
+# Depth does not depend on the kind of bracket: arrays become objects, so one level of innermost pairs is
+# one bytes.replace of "{}" (a regex alternation over both kinds cost 5× more).
+_BRACKETS_AS_BRACES = bytes.maketrans(b"[]", b"{}")
 
 
 def json_too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     """True when ``body`` (JSON) nests arrays/objects more than ``limit`` levels deep.
 
-    Linear and in C for the most part (about 1 ms for a 1000-event batch): escapes and string contents are
-    dropped, so only the brackets remain, and each pass of the regex removes exactly one level of
-    innermost pairs. What never closes (malformed JSON) counts by its run of unclosed openers, so
-    ``[[[[...`` is refused here too; otherwise the JSON parser says what is wrong.
+    Linear and in C (about 1.5 µs per event of a batch): escapes and string contents are dropped, so only
+    the brackets remain, and each pass removes exactly one level of innermost pairs. What never closes
+    (malformed JSON) counts by its run of unclosed openers, so ``[[[[...`` is refused here too; otherwise
+    the JSON parser says what is wrong.
     """
     if b"\\" in body:
         body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
-    structure = body.translate(None, _KEEP_STRUCTURE)
+    structure = body.translate(_BRACKETS_AS_BRACES, _KEEP_STRUCTURE)
     # Strings without brackets are adjacent quote pairs now; removing pairs left to right stays in step
     # with the strings until the first string holding a bracket, whose opening quote is left over. Only
     # then are strings cut out one by one (5× slower; HA's attributes rarely hold brackets in strings).
@@ -64,9 +65,10 @@ def json_too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     for level in range(limit):
         if not skeleton:
             return False
-        skeleton, removed = _INNERMOST_PAIR.subn(b"", skeleton)
-        if not removed:
-            return re.search(rb"[\[{]{%d}" % (limit - level + 1), skeleton) is not None
+        inner = skeleton.replace(b"{}", b"")
+        if len(inner) == len(skeleton):
+            return b"{" * (limit - level + 1) in skeleton
+        skeleton = inner
     return bool(skeleton)
 
 
