@@ -46,6 +46,7 @@ _CACHE_LIMIT = 100_000
 _key_cache: dict[str, str] = {}
 _meas_cache: dict[str, str] = {}
 _series_cache: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
+_prefix_cache: dict[str, str] = {}
 
 
 def _remember(cache: dict[Any, str], key: Any, escaped: str) -> str:
@@ -141,15 +142,25 @@ def encode_point(point: Point) -> str | None:
     return f"{series} {fields} {point.time_ns}"
 
 
+def _field_prefix(key: str) -> str:
+    """``key=`` escaped ('' when the key is not writable), cached like the keys themselves."""
+    ekey = escape_key(key)
+    return _remember(_prefix_cache, key, ekey + "=" if ekey else "")
+
+
 def _encode_fields(fields: Mapping[str, FieldValue]) -> str:
-    out = []
+    out: list[str] = []
+    append = out.append
+    prefixes = _prefix_cache
     for key, value in fields.items():
         text = encode_field(value)
         if text is None:
             continue
-        ekey = escape_key(key)
-        if ekey:
-            out.append(f"{ekey}={text}")
+        prefix = prefixes.get(key)
+        if prefix is None:
+            prefix = _field_prefix(key)
+        if prefix:
+            append(prefix + text)
     return ",".join(out)
 
 
