@@ -19,12 +19,13 @@ copy: a row is durable in SQLite before it enters the tail, and leaves both toge
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -51,6 +52,8 @@ CREATE TABLE IF NOT EXISTS gaps (
 CREATE TABLE IF NOT EXISTS rejected (id INTEGER PRIMARY KEY, created REAL NOT NULL, reason TEXT NOT NULL,
                                      body BLOB NOT NULL);
 """
+
+T = TypeVar("T")
 
 # Enough for the batches in flight at tens of thousands of events a second (~700 bytes an event).
 TAIL_MAX_BYTES = 16 * 1024 * 1024
@@ -108,6 +111,10 @@ class Outbox:
         metrics.gauge("outbox_events", "Events waiting in the outbox", read=lambda: self.count)
         metrics.gauge("outbox_bytes", "Bytes waiting in the outbox", read=lambda: self.bytes)
         metrics.gauge("outbox_limit_events", "Outbox limit", read=lambda: self.max_events)
+        metrics.gauge("outbox_tail_bytes", "Bytes of the newest events kept in memory for the forwarder",
+                      read=lambda: self._tail_bytes)
+        self._file_reads = metrics.counter("outbox_file_reads", "Forwarder reads served from the file, not the "
+                                           "in-memory tail (after a restart, or an outage that outgrew the tail)")
 
     def _upgrade(self) -> None:
         """Outboxes made before ids were AUTOINCREMENT: copy into the new layout, keeping every row and id."""
@@ -146,19 +153,23 @@ class Outbox:
                              "WHERE CAST(excluded.value AS INTEGER) > CAST(meta.value AS INTEGER)",
                              (str(watermark_us),))
             # AUTOINCREMENT and one writer: the rows just inserted have the ids up to the sequence, in order.
-            return int(conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()[0])
+            return int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'outbox'")
+                       .fetchone()[0])
 
         started = time.perf_counter()
-        last_id = await self.db.run(transaction, self.db.conn, _write)
-        self._commit_time.observe(time.perf_counter() - started)
-        self._commits.inc()
-        self._remember(last_id, bodies)
-        self.count += len(bodies)
-        self._in.inc(len(bodies))
-        size = sum(len(b) for b in bodies)
-        self.bytes += size
-        self.bytes_in += size
-        self._in_bytes.inc(size)
+
+        def _committed(last_id: int) -> None:
+            self._commit_time.observe(time.perf_counter() - started)
+            self._commits.inc()
+            self._remember(last_id, bodies)
+            self.count += len(bodies)
+            self._in.inc(len(bodies))
+            size = sum(len(b) for b in bodies)
+            self.bytes += size
+            self.bytes_in += size
+            self._in_bytes.inc(size)
+
+        await self._transaction(_write, _committed)
 
     def _remember(self, last_id: int, bodies: Sequence[bytes]) -> None:
         """Rows ``last_id - len(bodies) + 1 .. last_id`` were committed: keep them in the tail if there is room."""
@@ -167,8 +178,9 @@ class Outbox:
         first_id = last_id - len(bodies) + 1
         size = sum(len(b) for b in bodies)
         if first_id != self._last_id + 1 or self._tail_bytes + size > self._tail_max_bytes:
-            # Not the continuation of the tail (cannot happen with one writer), or no room: from here on the
-            # older rows are read from the file, and the tail starts again after these.
+            # Not the continuation of the tail (commits complete in order on the one database thread, so this
+            # is only a safeguard), or no room: from here on the older rows are read from the file, and the
+            # tail starts again after these.
             self._tail.clear()
             self._tail_bytes = 0
             self._tail_from = max(last_id, self._last_id) + 1
@@ -208,6 +220,7 @@ class Outbox:
                     if len(rows) >= limit:
                         break
             return rows
+        self._file_reads.inc()
         return await self.db.run(lambda: self.db.conn.execute(
             "SELECT id, body FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)).fetchall())
 
@@ -230,12 +243,15 @@ class Outbox:
                        .fetchone()[0] for i in ids)
             return conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids]).rowcount, size
 
-        removed, size = await self.db.run(transaction, self.db.conn, _delete)
-        self._forget(ids)
-        self.count -= removed
-        self.bytes -= int(size)
-        self._out.inc(removed)
-        self._out_bytes.inc(int(size))
+        def _removed(result: tuple[int, int]) -> None:
+            removed, size = result
+            self._forget(ids)
+            self.count -= removed
+            self.bytes -= int(size)
+            self._out.inc(removed)
+            self._out_bytes.inc(int(size))
+
+        await self._transaction(_delete, _removed)
 
     async def reject(self, rows: Sequence[tuple[int, bytes]], reason: str) -> None:
         """Move events enrichment refused for good out of the outbox, into ``rejected``."""
@@ -246,11 +262,26 @@ class Outbox:
                              [(now, reason, body) for _, body in rows])
             conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i, _ in rows])
 
-        await self.db.run(transaction, self.db.conn, _move)
-        self._forget([row_id for row_id, _ in rows])
-        self.count -= len(rows)
-        self.bytes -= sum(len(body) for _, body in rows)
-        self._rejected.inc(len(rows))
+        def _moved(_: None) -> None:
+            self._forget([row_id for row_id, _ in rows])
+            self.count -= len(rows)
+            self.bytes -= sum(len(body) for _, body in rows)
+            self._rejected.inc(len(rows))
+
+        await self._transaction(_move, _moved)
+
+    async def _transaction(self, fn: Callable[[sqlite3.Connection], T], committed: Callable[[T], None]) -> None:
+        """Run ``fn`` in a transaction, then ``committed(result)`` on the event loop — also when the caller is
+        cancelled meanwhile: the commit on the database thread cannot be stopped, so what memory says about
+        the file (tail, counters) is brought up to date whenever it completes."""
+        future = asyncio.ensure_future(self.db.run(transaction, self.db.conn, fn))
+
+        def _done(done: asyncio.Future[T]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                committed(done.result())
+
+        future.add_done_callback(_done)
+        await asyncio.shield(future)
 
     async def rejected(self, limit: int = 100) -> list[dict[str, Any]]:
         rows = await self.db.run(lambda: self.db.conn.execute(

@@ -7,6 +7,7 @@ Real SQLite files in a temporary directory; the reference is a query of the file
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import sqlite3
 from pathlib import Path
@@ -16,7 +17,7 @@ from ha_ingestor.metrics import Registry
 
 
 def _on_disk(path: Path) -> list[tuple[int, bytes]]:
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
         return [(i, bytes(b)) for i, b in conn.execute("SELECT id, body FROM outbox ORDER BY id")]
 
 
@@ -91,3 +92,35 @@ def test_rows_left_by_a_previous_run_come_first_then_the_new_ones(tmp_path: Path
 
     asyncio.run(first())
     assert asyncio.run(second()) == [(2, b"b"), (3, b"c"), (4, b"d")]
+
+
+def test_an_append_whose_caller_is_cancelled_still_reaches_the_forwarder(tmp_path: Path) -> None:
+    """Backfill runs inside the HA session's task group: a disconnect can cancel it mid-commit. The commit on
+    the database thread completes anyway, and the forwarder must see those rows (not only after a restart)."""
+    path = tmp_path / "outbox.sqlite"
+
+    async def run() -> tuple[list[tuple[int, bytes]], int, int]:
+        outbox = Outbox(path, max_events=1_000_000, synchronous="normal", metrics=Registry())
+        try:
+            await outbox.append([b"first"])
+            bodies = [b"x%d" % n for n in range(200_000)]  # long enough to still be committing when cancelled
+            task = asyncio.ensure_future(outbox.append(bodies))
+            await asyncio.sleep(0.01)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            for _ in range(500):  # the commit finishes on its thread
+                if outbox.count == 200_001:
+                    break
+                await asyncio.sleep(0.01)
+            after_first = await _peek_all(outbox, 1, 5000)  # the forwarder has taken "first" already
+            assert len(after_first) == 200_000
+            await outbox.append([b"last"])
+            return await _peek_all(outbox, 0, 5000), outbox.count, outbox.bytes
+        finally:
+            outbox.close()
+
+    rows, count, size = asyncio.run(run())
+    assert rows == _on_disk(path)
+    assert len(rows) == count == 200_002
+    assert size == sum(len(b) for _, b in rows)
