@@ -2,11 +2,11 @@
 
 Batches adapt to the load: when the hop is idle a batch leaves after ``BATCH_MAX_DELAY_MS`` (or at once when
 ``BATCH_MAX_EVENTS`` are waiting); while batches are in flight the next one leaves when one of them returns or
-once it holds a fifth of ``BATCH_MAX_EVENTS`` (1,000), so a quiet stream travels with a few milliseconds of
-delay and a busy one in batches big enough for the store to write efficiently, without waiting behind a
-single batch's round trip. Up to ``max_in_flight`` batches travel at once (then the next fills until it is
-full or one returns), so enrichment converts one while the store writes another; points are idempotent and
-carry their own times, so the order in which batches land does not matter.
+once it holds a fifth of ``BATCH_MAX_EVENTS`` (1,000 by default), so a quiet stream travels with a few
+milliseconds of delay and a busy one in batches of a thousand or more, without waiting behind a single
+batch's round trip. Up to ``max_in_flight`` batches travel at once (then the next waits until one returns
+and takes everything waiting, up to ``BATCH_MAX_EVENTS``), so enrichment converts one while the store writes
+another; points are idempotent and carry their own times, so the order in which batches land does not matter.
 Transient failures (enrichment down, timeouts, 5xx, 429, spool full) are retried forever with capped,
 jittered backoff: the events are safe in the outbox meanwhile. A 4xx is never retried as is: 413 splits
 the batch, 400/422 bisect it until the refused events stand alone (they move to the outbox's
@@ -81,6 +81,8 @@ class Forwarder:
                     await self._linger()
                     rows = await self.outbox.peek(after, self.max_events)
                 if not rows:
+                    # The count said events were waiting but none is readable: never spin on the event loop.
+                    await asyncio.sleep(self.max_delay or 0.005)
                     continue
                 after = rows[-1][0]
                 self.in_flight_rows += len(rows)

@@ -12,7 +12,8 @@ import json
 import aiohttp
 from aiohttp import web
 
-from ha_ingestor.ingestion.ha_client import HaConnection, Incoming
+from ha_ingestor.harness.ports import serving
+from ha_ingestor.ingestion.ha_client import HaConnection, Incoming, websocket_url
 
 STATE = ('{"event_type":"state_changed","data":{"entity_id":"sensor.a","old_state":null,"new_state":'
          '{"entity_id":"sensor.a","state":"1.5","attributes":{"unit_of_measurement":"\\u00b0C"},'
@@ -25,7 +26,7 @@ CALL = ('{"event_type":"call_service","data":{"domain":"light","service":"turn_o
 ODD = '{"event_type":"custom","data":[1,2],"time_fired":5}'  # data not an object, time not a string
 
 
-async def fake_ha(frames: list[str]) -> tuple[web.AppRunner, str]:
+def fake_ha(frames: list[str]) -> web.Application:
     async def ws_handler(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
@@ -41,20 +42,14 @@ async def fake_ha(frames: list[str]) -> tuple[web.AppRunner, str]:
 
     app = web.Application()
     app.router.add_get("/api/websocket", ws_handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"ws://127.0.0.1:{port}/api/websocket"
+    return app
 
 
 async def receive(frames: list[str], expected: int) -> list[Incoming]:
-    runner, url = await fake_ha(frames)
     got: list[Incoming] = []
-    try:
+    async with serving(fake_ha(frames)) as base_url:
         async with aiohttp.ClientSession() as session:
-            conn = await HaConnection.open(session, url, "token")
+            conn = await HaConnection.open(session, websocket_url(base_url), "token")
             reader = asyncio.create_task(conn.read_forever())
             await conn.subscribe({"type": "subscribe_events"}, got.append)
             for _ in range(200):
@@ -64,8 +59,6 @@ async def receive(frames: list[str], expected: int) -> list[Incoming]:
             await conn.close()
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
-    finally:
-        await runner.cleanup()
     return got
 
 

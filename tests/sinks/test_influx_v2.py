@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from ha_ingestor.errors import StoreUnavailable
-from ha_ingestor.harness.ports import free_port
+from ha_ingestor.harness.ports import serving
 from ha_ingestor.harness.victoria import VictoriaMetrics, victoria_binary
 from ha_ingestor.sinks.influx import InfluxConfig, InfluxStore
 from ha_ingestor.sinks.point import Point
@@ -82,14 +82,8 @@ async def faults() -> AsyncIterator[tuple[InfluxDB2Faults, str]]:
     fake = InfluxDB2Faults()
     app = web.Application()
     app.router.add_post("/api/v2/write", fake.write)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield fake, f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield fake, url
 
 
 def _store(url: str) -> InfluxStore:
