@@ -218,7 +218,7 @@ class HaConnection:
             return
         for message in frame if isinstance(frame, list) else (frame,):
             if message.type == "event":
-                handler = self._handlers.get(message.id)
+                handler = self._handlers.get(message.id) if message.id is not None else None
                 if handler is None or not message.event:
                     continue
                 raw = bytes(message.event)
