@@ -158,26 +158,26 @@ class Outbox:
                        .fetchone()[0])
 
         started = time.perf_counter()
+        size = sum(len(b) for b in bodies)
 
         def _committed(last_id: int) -> None:
             self._commit_time.observe(time.perf_counter() - started)
             self._commits.inc()
-            self._remember(last_id, bodies)
+            self._remember(last_id, bodies, size)
             self.count += len(bodies)
             self._in.inc(len(bodies))
-            size = sum(len(b) for b in bodies)
             self.bytes += size
             self.bytes_in += size
             self._in_bytes.inc(size)
 
         await self._transaction(_write, _committed)
 
-    def _remember(self, last_id: int, bodies: Sequence[bytes]) -> None:
-        """Rows ``last_id - len(bodies) + 1 .. last_id`` were committed: keep them in the tail if there is room."""
+    def _remember(self, last_id: int, bodies: Sequence[bytes], size: int) -> None:
+        """Rows ``last_id - len(bodies) + 1 .. last_id`` (``size`` bytes) were committed: keep them in the tail
+        if there is room."""
         if not bodies:
             return
         first_id = last_id - len(bodies) + 1
-        size = sum(len(b) for b in bodies)
         if first_id != self._last_id + 1 or self._tail_bytes + size > self._tail_max_bytes:
             # Not the continuation of the tail (commits complete in order on the one database thread, so this
             # is only a safeguard), or no room: from here on the older rows are read from the file, and the
@@ -230,12 +230,13 @@ class Outbox:
         if not ids:
             return
         first, last = ids[0], ids[-1]
-        known_size = self._tail_size(ids)
+        contiguous = last - first + 1 == len(ids)
+        known_size = self._tail_size(ids) if contiguous else None
 
         def _delete(conn: sqlite3.Connection) -> tuple[int, int]:
             # The size of rows not in the tail is read in the same transaction (the rows are in the page cache
             # already), so the byte counters stay exact without the forwarder having to pass sizes along.
-            if last - first + 1 == len(ids):
+            if contiguous:
                 size = known_size if known_size is not None else conn.execute(
                     "SELECT COALESCE(SUM(length(body)), 0) FROM outbox WHERE id BETWEEN ? AND ?",
                     (first, last)).fetchone()[0]
