@@ -30,8 +30,6 @@ def stack(tmp_path: Path, influxd: Influxd, influx_db: str) -> Iterator[Stack]:
         stack.stop()
 
 
-
-
 async def wait_stored(influxd: Influxd, db: str, expected: int, timeout: float = 60) -> int:
     deadline = asyncio.get_running_loop().time() + timeout
     count = 0
