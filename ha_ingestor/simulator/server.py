@@ -164,7 +164,7 @@ class Simulator:
         rows = self._db.execute("SELECT entity_id, lu, lc, s, a FROM states ORDER BY rowid").fetchall()
         for entity_id, lu, lc, state, attrs in rows:
             entity = self.home.entities.get(entity_id) or self.home.create(entity_id)
-            if entity.history and entity.history[0][0] > lu:
+            if entity.history and entity.history.updated[0] > lu:
                 entity.history.clear()  # the state built at start-up is newer than what was recorded
             self.home._commit(entity, lu, lc, state, orjson.loads(attrs))
             self.home.last_us = max(self.home.last_us, lu)
