@@ -56,13 +56,14 @@ class History:
     the state's JSON (encoded anyway), so no column holds a container the collector has to follow.
     """
 
-    __slots__ = ("attributes", "changed", "states", "updated")
+    __slots__ = ("_last", "attributes", "changed", "states", "updated")
 
     def __init__(self) -> None:
         self.updated: list[int] = []
         self.changed: list[int] = []
         self.states: list[str] = []
         self.attributes: list[dict[str, Any] | bytes] = []
+        self._last: tuple[dict[str, Any], dict[str, Any] | bytes] | None = None  # (attributes, as stored)
 
     def __len__(self) -> int:
         return len(self.updated)
@@ -72,7 +73,11 @@ class History:
         self.updated.append(updated_us)
         self.changed.append(changed_us)
         self.states.append(state)
-        self.attributes.append(state_json if gc.is_tracked(attributes) else attributes)
+        if self._last is None or self._last[0] is not attributes:
+            # Unchanged attributes (most changes) share what the previous state stored.
+            # orjson's bytes keep the capacity it grew to (~6 kB): a copy of its length is what is kept.
+            self._last = (attributes, bytes(memoryview(state_json)) if gc.is_tracked(attributes) else attributes)
+        self.attributes.append(self._last[1])
 
     def row(self, index: int) -> tuple[int, int, str, dict[str, Any]]:
         attributes = self.attributes[index]
