@@ -41,9 +41,20 @@ class State(msgspec.Struct, frozen=True):
     context: Context | None = None
 
 
+class PreviousState(msgspec.Struct, frozen=True):
+    """``old_state`` as enrichment reads it: which state it was and since when. Its attributes and context
+    are skipped, not decoded (they are in the new state, or were in the previous event): ~1.1 µs an event,
+    4 % of enrichment's CPU. The raw event keeps all of it for dead letters."""
+
+    entity_id: str
+    state: str
+    last_updated: AwareDatetime
+    last_changed: AwareDatetime | None = None
+
+
 class StateChangedData(msgspec.Struct, frozen=True):
     entity_id: str
-    old_state: State | None = None
+    old_state: PreviousState | None = None
     new_state: State | None = None
 
 
@@ -149,35 +160,50 @@ def decode_event(body: bytes) -> RawEvent:
         raise ValueError("JSON nested too deeply") from None
 
 
-def validate(raw: RawEvent, where: str = "") -> Event:
-    """Decode an event's data by its type and check what enrichment relies on."""
-    prefix = f"{where}.data" if where else "data"
+def validate(raw: RawEvent, where: str | int = "") -> Event:
+    """Decode an event's data by its type and check what enrichment relies on.
+
+    ``where`` names the event in errors: a path prefix, or its index in a batch (``events[3]``); the
+    names are only built for an error.
+    """
     try:
         if raw.event_type == STATE_CHANGED:
             data: StateChangedData | dict[str, Any] = _state_changed_decoder.decode(raw.data)
         else:
             data = _data_decoder.decode(raw.data)
     except msgspec.ValidationError as exc:
-        raise EventInvalid(*_field_of(exc, prefix)) from None
+        raise EventInvalid(*_field_of(exc, _path(where, "data"))) from None
     except (msgspec.DecodeError, RecursionError) as exc:
-        raise EventInvalid(prefix, f"cannot be decoded: {exc}") from None
-    _check_time(raw.time_fired, f"{where}.time_fired" if where else "time_fired")
+        raise EventInvalid(_path(where, "data"), f"cannot be decoded: {exc}") from None
+    if not _in_range(raw.time_fired):
+        raise _out_of_range(raw.time_fired, _path(where, "time_fired"))
     if isinstance(data, StateChangedData):
-        if data.new_state is not None:
-            _check_time(data.new_state.last_updated, f"{prefix}.new_state.last_updated")
+        new = data.new_state
+        if new is not None and not _in_range(new.last_updated):
+            raise _out_of_range(new.last_updated, _path(where, "data.new_state.last_updated"))
         if not _ENTITY_ID.match(data.entity_id):
-            raise EventInvalid(f"{prefix}.entity_id", f"must look like domain.object_id (got {data.entity_id!r})")
-        for key, state in (("old_state", data.old_state), ("new_state", data.new_state)):
+            raise EventInvalid(_path(where, "data.entity_id"),
+                               f"must look like domain.object_id (got {data.entity_id!r})")
+        for key, state in (("old_state", data.old_state), ("new_state", new)):
             if state is not None and state.entity_id != data.entity_id:
-                raise EventInvalid(f"{prefix}.{key}.entity_id", "differs from data.entity_id")
+                raise EventInvalid(_path(where, f"data.{key}.entity_id"), "differs from data.entity_id")
     return Event(raw.event_type, raw.time_fired, data, raw.origin, raw.context, raw)
 
 
-def _check_time(moment: datetime, field: str) -> None:
+def _path(where: str | int, field: str) -> str:
+    if isinstance(where, int):
+        return f"events[{where}].{field}"
+    return f"{where}.{field}" if where else field
+
+
+def _in_range(moment: datetime) -> bool:
     """A point's time must fit the store's 64-bit nanoseconds; else the event could never be stored."""
-    if not EARLIEST <= moment <= LATEST:
-        raise EventInvalid(field, f"{moment.isoformat()} is outside what a store can hold "
-                                  f"({EARLIEST.date()} to {LATEST.date()})")
+    return EARLIEST <= moment <= LATEST
+
+
+def _out_of_range(moment: datetime, field: str) -> EventInvalid:
+    return EventInvalid(field, f"{moment.isoformat()} is outside what a store can hold "
+                               f"({EARLIEST.date()} to {LATEST.date()})")
 
 
 def encode(value: Any) -> bytes:

@@ -121,7 +121,7 @@ def build(pipeline: Pipeline, metrics: Registry, *, service: str = "enrichment-p
             batch = decode_batch(body)
             if not HOME_ID_PATTERN.match(batch.home_id):
                 raise EventInvalid("home_id", "letters, digits, '_', '.', '-', starting with a letter or digit")
-            events = [validate(raw, f"events[{i}]") for i, raw in enumerate(batch.events)]
+            events = [validate(raw, i) for i, raw in enumerate(batch.events)]
             return await pipeline.accept(body, batch, events)
 
         return await _answer(run())

@@ -33,7 +33,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ..model import Event, State, StateChangedData, encode, to_us
+from ..model import Event, PreviousState, State, StateChangedData, encode, to_us
 from ..sinks.line_protocol import clip_string
 from ..sinks.point import FieldValue, Point
 from .registry import EMPTY, Snapshot
@@ -144,7 +144,7 @@ def state_point(event: Event, data: StateChangedData, ctx: Context) -> Point:
     domain = entity_id.partition(".")[0]
     info = ctx.snapshot.get(entity_id)
     new: State | None = data.new_state
-    old: State | None = data.old_state
+    old: PreviousState | None = data.old_state
     fields: dict[str, FieldValue] = {}
     tags: dict[str, str] = {"domain": domain, "entity_id": entity_id}
     if ctx.home_id:

@@ -166,7 +166,7 @@ class NatsConsumer:
         kept: list[bytes] = []
         for i, raw_json in enumerate(raws):
             try:
-                events.append(validate(decode_event(raw_json), f"events[{i}]"))
+                events.append(validate(decode_event(raw_json), i))
                 kept.append(raw_json)
             except (EventInvalid, ValueError) as exc:
                 await self._dead_letter(home_id, raw_json, str(exc))

@@ -120,7 +120,7 @@ class Pipeline:
         and SpoolFull when the store is down and the spool has no room.
         """
         batch = decode_batch(body)
-        events = [validate(raw, f"events[{i}]") for i, raw in enumerate(batch.events)]
+        events = [validate(raw, i) for i, raw in enumerate(batch.events)]
         return await self.accept(body, batch, events)
 
     async def accept(self, body: bytes, batch: Batch, events: Sequence[Event]) -> Outcome:
