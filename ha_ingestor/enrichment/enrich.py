@@ -36,7 +36,7 @@ from zoneinfo import ZoneInfo
 from ..model import Event, PreviousState, State, StateChangedData, encode, to_us
 from ..sinks.line_protocol import clip_string
 from ..sinks.point import FieldValue, Point
-from .registry import EMPTY, Snapshot
+from .registry import EMPTY, EntityInfo, Snapshot
 
 STATES = "states"
 EVENTS = "events"
@@ -110,6 +110,7 @@ def attribute_fields(attributes: Mapping[str, Any], ignore: frozenset[str], out:
 
 
 _QUARTER_US = 900_000_000
+_TAGS_MEMO_MAX = 100_000  # (entity, device class, unit, home) combinations remembered per snapshot
 _local_cache: dict[tuple[ZoneInfo, int], tuple[int, int]] = {}
 
 
@@ -139,21 +140,41 @@ def _context_fields(context: Any, out: dict[str, FieldValue]) -> None:
         out["context_parent_id"] = context.parent_id
 
 
-def state_point(event: Event, data: StateChangedData, ctx: Context) -> Point:
-    entity_id = data.entity_id
-    domain = entity_id.partition(".")[0]
-    info = ctx.snapshot.get(entity_id)
-    new: State | None = data.new_state
-    old: PreviousState | None = data.old_state
-    fields: dict[str, FieldValue] = {}
-    tags: dict[str, str] = {"domain": domain, "entity_id": entity_id}
+def _state_tags(entity_id: str, domain: str, info: EntityInfo | None, device_class: str, unit: str,
+                ctx: Context) -> tuple[tuple[str, str], ...]:
+    """The sorted tags of a ``states`` point, memoised on the snapshot (they repeat with every change)."""
+    memo = ctx.snapshot.tags_memo
+    key = (entity_id, device_class, unit, ctx.home_id)
+    tags = memo.get(key)
+    if tags is not None:
+        return tags
+    found: dict[str, str] = {"domain": domain, "entity_id": entity_id}
     if ctx.home_id:
-        tags["home"] = ctx.home_id
+        found["home"] = ctx.home_id
     if info is not None:
         for tag, value in (("area", info.area), ("floor", info.floor), ("device", info.device),
                            ("integration", info.platform)):
             if value:
-                tags[tag] = value
+                found[tag] = value
+    if device_class:
+        found["device_class"] = device_class
+    if unit:
+        found["unit"] = unit
+    tags = tuple(sorted(found.items()))
+    if len(memo) >= _TAGS_MEMO_MAX:
+        memo.clear()
+    memo[key] = tags
+    return tags
+
+
+def state_point(event: Event, data: StateChangedData, ctx: Context) -> Point:
+    entity_id = data.entity_id
+    info = ctx.snapshot.get(entity_id)
+    new: State | None = data.new_state
+    old: PreviousState | None = data.old_state
+    fields: dict[str, FieldValue] = {}
+    device_class = unit = ""
+    if info is not None:
         if info.manufacturer:
             fields["device_manufacturer"] = info.manufacturer
         if info.model:
@@ -168,12 +189,12 @@ def state_point(event: Event, data: StateChangedData, ctx: Context) -> Point:
     else:
         us = to_us(new.last_updated)
         attributes = new.attributes
-        device_class = attributes.get("device_class")
-        if isinstance(device_class, str) and device_class:
-            tags["device_class"] = device_class
-        unit = attributes.get("unit_of_measurement")
-        if isinstance(unit, str) and unit:
-            tags["unit"] = unit
+        value = attributes.get("device_class")
+        if isinstance(value, str):
+            device_class = value
+        value = attributes.get("unit_of_measurement")
+        if isinstance(value, str):
+            unit = value
         friendly_name = attributes.get("friendly_name")
         if isinstance(friendly_name, str):
             fields["friendly_name"] = clip_string(friendly_name)
@@ -203,7 +224,8 @@ def state_point(event: Event, data: StateChangedData, ctx: Context) -> Point:
         fields["weather_condition"] = ctx.weather.condition
         if ctx.weather.temperature is not None:
             fields["weather_temperature"] = ctx.weather.temperature
-    return Point(STATES, tuple(sorted(tags.items())), fields, us * 1000, event.raw)
+    tags = _state_tags(entity_id, entity_id.partition(".")[0], info, device_class, unit, ctx)
+    return Point(STATES, tags, fields, us * 1000, event.raw)
 
 
 def event_offset_ns(event: Event) -> int:

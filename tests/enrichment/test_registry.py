@@ -96,6 +96,25 @@ def test_a_registry_update_replaces_the_snapshot_and_survives_a_restart(tmp_path
     assert RegistryCache(tmp_path).get("home1").get("light.x").area == "Office"  # type: ignore[union-attr]
 
 
+def test_tags_follow_each_events_own_unit_device_class_and_home_within_one_snapshot() -> None:
+    snapshot = Snapshot.from_lists({"areas": [{"area_id": "a", "name": "Hall"}],
+                                    "entities": [{"entity_id": "sensor.x", "area_id": "a"}]})
+
+    def tags(attributes: dict[str, Any], home: str = "") -> dict[str, str]:
+        event = state_event("sensor.x")
+        event["data"]["new_state"]["attributes"] = attributes
+        (point,) = enrich.to_points(validate(decode_event(orjson.dumps(event))),
+                                    enrich.Context(home, snapshot=snapshot))
+        return dict(point.tags)
+
+    assert tags({"unit_of_measurement": "W"})["unit"] == "W"
+    assert tags({"unit_of_measurement": "kW", "device_class": "power"}) == {
+        "area": "Hall", "domain": "sensor", "entity_id": "sensor.x", "unit": "kW", "device_class": "power"}
+    assert "unit" not in tags({})  # the unit went away: so does the tag, though the entity was seen with one
+    assert tags({"unit_of_measurement": "W"}, home="home-b")["home"] == "home-b"
+    assert "home" not in tags({"unit_of_measurement": "W"})
+
+
 def test_events_posted_straight_to_enrichment_are_enriched_too(tmp_path: Path) -> None:
     stack = Stack(tmp_path)  # no INFLUXDB_URL: the embedded store, readable through /events/recent
     try:
