@@ -8,10 +8,11 @@ Tests marked ``restarts_ha`` run last, so that no other test meets a Home Assist
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from ha_ingestor.harness.real_ha import RealHA, start_real_ha
+from ha_ingestor.harness.real_ha import RealHA, install, real_ha_dir, start_real_ha
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -30,3 +31,10 @@ def real_ha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealHA]:
         yield ha
     finally:
         ha.stop()
+
+
+@pytest.fixture(scope="session")
+def real_ha_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """HA's venv, installed when missing (for tests that run HA's code without a running HA)."""
+    install(tmp_path_factory.mktemp("real-ha-install") / "install.log")
+    return real_ha_dir() / "venv"

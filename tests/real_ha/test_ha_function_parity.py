@@ -18,15 +18,15 @@ from hypothesis import strategies as st
 
 from ha_ingestor.enrichment.enrich import Context
 from ha_ingestor.enrichment.homeassistant import PYTHON_TYPES, Customization, HAConfig, HomeAssistantSchema
-from ha_ingestor.harness.real_ha import ha_event_to_json, real_ha_dir
+from ha_ingestor.harness.real_ha import ha_event_to_json
 from ha_ingestor.model import decode_event, validate
 
 pytestmark = [
     pytest.mark.real_ha,
     # A failing example holds 150 states: its (large) repr is wanted, not a warning about it.
     pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning"),
-    pytest.mark.skipif(not (real_ha_dir() / "venv" / "bin" / "python").exists(),
-                       reason="real-ha venv not installed (../shared/real-ha/install.sh)"),
+    # Installed by the fixture when missing: a skip decided at collection never ran on a fresh machine.
+    pytest.mark.usefixtures("real_ha_venv"),
 ]
 
 DOMAINS = ["sensor", "light", "binary_sensor", "climate", "automation", "person", "sun"]
