@@ -64,8 +64,15 @@ class Context:
     ignore_attributes: frozenset[str] = frozenset()
 
 
+# ASCII letters no number starts with (float() takes "inf", "infinity" and "nan" in any case): most text
+# states ("on", "heat", "eco") are told apart without raising a ValueError, which cost ~0.35 µs each.
+_NOT_A_NUMBER_START = frozenset("abcdefghjklmopqrstuvwxyzABCDEFGHJKLMOPQRSTUVWXYZ")
+
+
 def number(text: str) -> float | None:
     """The state as a finite float, or None."""
+    if text[:1] in _NOT_A_NUMBER_START:
+        return None
     try:
         value = float(text)
     except ValueError:
