@@ -18,12 +18,14 @@ T = TypeVar("T")
 
 
 class SqliteWorker:
-    def __init__(self, path: Path, *, synchronous: str = "NORMAL", schema: str = "") -> None:
+    def __init__(self, path: Path, *, synchronous: str = "NORMAL", schema: str = "",
+                 wal_autocheckpoint: int | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{path.stem}")
         self._synchronous = synchronous
         self._schema = schema
+        self._wal_autocheckpoint = wal_autocheckpoint
         self._conn: sqlite3.Connection | None = None
         self._executor.submit(self._open).result()
 
@@ -34,6 +36,8 @@ class SqliteWorker:
         # may be lost on power loss; FULL also fsyncs the WAL on every commit.
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA busy_timeout=10000")
+        if self._wal_autocheckpoint is not None:
+            conn.execute(f"PRAGMA wal_autocheckpoint={int(self._wal_autocheckpoint)}")
         if self._schema:
             conn.executescript(self._schema)
         self._conn = conn
