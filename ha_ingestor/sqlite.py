@@ -3,12 +3,18 @@
 Outbox, spool, dead letters and the embedded store each own one :class:`SqliteWorker`. All statements
 of a database run on its single thread, in order; the event loop awaits them. WAL mode lets readers of
 other processes (``ha-ingestor verify``, tests) look at the file while the service writes.
+
+With ``checkpoint_interval`` a second thread, on its own connection, copies the WAL into the file (a
+PASSIVE checkpoint, which never blocks the writer) that often; SQLite's own checkpoints would otherwise
+run inside the commit that crosses ``wal_autocheckpoint``, and that commit would wait for the fsync.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,10 +22,12 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+
 
 class SqliteWorker:
     def __init__(self, path: Path, *, synchronous: str = "NORMAL", schema: str = "",
-                 wal_autocheckpoint: int | None = None) -> None:
+                 wal_autocheckpoint: int | None = None, checkpoint_interval: float | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{path.stem}")
@@ -28,6 +36,26 @@ class SqliteWorker:
         self._wal_autocheckpoint = wal_autocheckpoint
         self._conn: sqlite3.Connection | None = None
         self._executor.submit(self._open).result()
+        self._stop_checkpoints = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        if checkpoint_interval:
+            self._checkpointer = threading.Thread(target=self._checkpoint_loop, args=(checkpoint_interval,),
+                                                  name=f"sqlite-checkpoint-{path.stem}", daemon=True)
+            self._checkpointer.start()
+
+    def _checkpoint_loop(self, interval: float) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout=10000")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")  # the checkpoint's fsyncs follow it
+            while not self._stop_checkpoints.wait(interval):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error as exc:  # the writer checkpoints by itself at wal_autocheckpoint meanwhile
+                    log.warning("WAL checkpoint failed; trying again", extra={"db": str(self.path),
+                                                                          "error": str(exc)})
+        finally:
+            conn.close()
 
     def _open(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -58,6 +86,11 @@ class SqliteWorker:
         return self._executor.submit(fn, *args).result()
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._stop_checkpoints.set()
+            self._checkpointer.join()
+            self._checkpointer = None
+
         def _close() -> None:
             if self._conn is not None:
                 self._conn.close()
