@@ -147,7 +147,7 @@ def _context_fields(context: Any, out: dict[str, FieldValue]) -> None:
         out["context_parent_id"] = context.parent_id
 
 
-def _state_tags(entity_id: str, domain: str, info: EntityInfo | None, device_class: str, unit: str,
+def _state_tags(entity_id: str, info: EntityInfo | None, device_class: str, unit: str,
                 ctx: Context) -> tuple[tuple[str, str], ...]:
     """The sorted tags of a ``states`` point, memoised on the snapshot (they repeat with every change)."""
     memo = ctx.snapshot.tags_memo
@@ -155,7 +155,7 @@ def _state_tags(entity_id: str, domain: str, info: EntityInfo | None, device_cla
     tags = memo.get(key)
     if tags is not None:
         return tags
-    found: dict[str, str] = {"domain": domain, "entity_id": entity_id}
+    found: dict[str, str] = {"domain": entity_id.partition(".")[0], "entity_id": entity_id}
     if ctx.home_id:
         found["home"] = ctx.home_id
     if info is not None:
@@ -231,7 +231,7 @@ def state_point(event: Event, data: StateChangedData, ctx: Context) -> Point:
         fields["weather_condition"] = ctx.weather.condition
         if ctx.weather.temperature is not None:
             fields["weather_temperature"] = ctx.weather.temperature
-    tags = _state_tags(entity_id, entity_id.partition(".")[0], info, device_class, unit, ctx)
+    tags = _state_tags(entity_id, info, device_class, unit, ctx)
     return Point(STATES, tags, fields, us * 1000, event.raw)
 
 
