@@ -79,10 +79,12 @@ class History:
             self._last = (attributes, bytes(memoryview(state_json)) if gc.is_tracked(attributes) else attributes)
         self.attributes.append(self._last[1])
 
-    def row(self, index: int) -> tuple[int, int, str, dict[str, Any]]:
+    def attributes_at(self, index: int) -> dict[str, Any]:
         attributes = self.attributes[index]
-        return (self.updated[index], self.changed[index], self.states[index],
-                orjson.loads(attributes)["attributes"] if isinstance(attributes, bytes) else attributes)
+        return orjson.loads(attributes)["attributes"] if isinstance(attributes, bytes) else attributes
+
+    def row(self, index: int) -> tuple[int, int, str, dict[str, Any]]:
+        return self.updated[index], self.changed[index], self.states[index], self.attributes_at(index)
 
     def drop_before(self, index: int) -> None:
         for column in (self.updated, self.changed, self.states, self.attributes):
@@ -366,8 +368,8 @@ class Home:
                 if significant_only and state == previous_state and entity.domain not in ("climate", "weather"):
                     continue
                 previous_state = state
-                _, lc, _, attrs = hist.row(index)
-                rows.append(self._row(lu, lc, state, attrs, first=not rows and last_before is None,
+                rows.append(self._row(lu, hist.changed[index], state, hist.attributes_at(index),
+                                      first=not rows and last_before is None,
                                       minimal=minimal, no_attributes=no_attributes))
             if include_start and last_before is not None:
                 _, lc, state, attrs = last_before
