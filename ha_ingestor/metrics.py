@@ -1,8 +1,8 @@
 """Counters, gauges and histograms, exposed in Prometheus' text format; every figure is measured.
 
 A deliberately small registry: the services record a handful of series and must not pay per event
-for it (``inc(n)`` once per batch). Histograms keep cumulative buckets for Prometheus and a ring of
-recent samples so /stats can report p50/p95/p99 over the last minutes.
+for it (``inc(n)`` once per batch). Histograms keep cumulative buckets only: admin-api works out p50/p95/p99
+over a window from how the buckets grew between its scrapes.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import asyncio
 import bisect
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 
 Labels = tuple[tuple[str, str], ...]
@@ -77,7 +76,7 @@ class Gauge:
 
 
 class Histogram:
-    """Cumulative buckets for Prometheus plus recent (time, value) samples for percentiles."""
+    """Cumulative buckets for Prometheus."""
 
     kind = "histogram"
 
@@ -87,20 +86,17 @@ class Histogram:
         doc: str,
         labels: Labels = (),
         buckets: tuple[float, ...] = LATENCY_BUCKETS,
-        keep: int = 4096,
     ) -> None:
         self.name, self.doc, self.labels, self.buckets = name, doc, labels, buckets
         self.counts = [0] * (len(buckets) + 1)
         self.sum = 0.0
         self.count = 0
-        self.recent: deque[tuple[float, float]] = deque(maxlen=keep)
 
     def observe(self, value: float, weight: int = 1) -> None:
         """Record ``value`` (seconds); ``weight`` counts it for that many events (one batch)."""
         self.counts[bisect.bisect_left(self.buckets, value)] += weight
         self.sum += value * weight
         self.count += weight
-        self.recent.append((time.monotonic(), value))
 
     def observe_many(self, values: Sequence[float]) -> None:
         """Record each of ``values`` (one batch) with the attribute look-ups paid once."""
@@ -109,21 +105,6 @@ class Histogram:
             counts[find(buckets, value)] += 1
         self.sum += sum(values)
         self.count += len(values)
-        now = time.monotonic()
-        self.recent.extend((now, value) for value in values)
-
-    def percentiles(self, window: float = 300.0, qs: tuple[float, ...] = (0.5, 0.95, 0.99)) -> dict[str, float | None]:
-        """Percentiles (seconds) of the samples of the last ``window`` seconds; None when there are none."""
-        cutoff = time.monotonic() - window
-        values = sorted(v for t, v in self.recent if t >= cutoff)
-        out: dict[str, float | None] = {}
-        for q in qs:
-            key = f"p{round(q * 100)}"
-            if not values:
-                out[key] = None
-            else:
-                out[key] = values[min(len(values) - 1, math.ceil(q * len(values)) - 1)]
-        return out
 
     def samples(self) -> Iterable[tuple[str, Labels, float]]:
         running = 0
@@ -163,9 +144,9 @@ class Registry:
             metric.read = read
         return metric
 
-    def histogram(self, name: str, doc: str, labels: Labels = (), buckets: tuple[float, ...] = LATENCY_BUCKETS,
-                  keep: int = 4096) -> Histogram:
-        metric = self._get(Histogram, name, doc, labels, buckets=buckets, keep=keep)
+    def histogram(self, name: str, doc: str, labels: Labels = (),
+                  buckets: tuple[float, ...] = LATENCY_BUCKETS) -> Histogram:
+        metric = self._get(Histogram, name, doc, labels, buckets=buckets)
         assert isinstance(metric, Histogram)
         return metric
 

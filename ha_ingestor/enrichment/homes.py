@@ -58,7 +58,7 @@ class Homes:
                 m.counter("events_spooled_by_home", "Events appended to the spool, per home", labels),
                 m.counter(*DEAD_LETTERED, labels),
                 m.histogram("end_to_end_lag_by_home_seconds", "Event time to store acknowledgement, per home",
-                            labels, buckets=HOME_LAG_BUCKETS, keep=0),
+                            labels, buckets=HOME_LAG_BUCKETS),
                 m.gauge("last_event_time_by_home_seconds", "Time fired (Unix s) of the newest event stored, per home",
                         labels),
             )
