@@ -18,7 +18,6 @@ from .errors import EventInvalid
 
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_US = timedelta(microseconds=1)
 STATE_CHANGED = "state_changed"
 # HA's own rule (homeassistant.core.valid_entity_id), relaxed on case: data from other tools may be
 # upper-case, and rejecting it would lose it.
@@ -96,7 +95,9 @@ LATEST = datetime(2262, 4, 10, tzinfo=UTC)
 
 def to_us(moment: datetime) -> int:
     """Microseconds since the epoch, exactly (no float on the way)."""
-    return (moment - EPOCH) // _ONE_US
+    delta = moment - EPOCH
+    # Field by field: a third cheaper than floor-dividing by a 1 µs timedelta, and it runs a few times an event.
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def us_from_timestamp(timestamp: float) -> int:
