@@ -47,6 +47,12 @@ _key_cache: dict[str, str] = {}
 _meas_cache: dict[str, str] = {}
 _series_cache: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
 _prefix_cache: dict[str, str] = {}
+# A string field repeats with its entity (friendly name, device, state, attributes) or its batch (weather):
+# its whole ``key="value"`` text is kept per (key, value), a third of the cost of encoding it again. Kept
+# small (it holds values, not only names) and never for HA's context ids, which are new with every change.
+_TEXT_CACHE_LIMIT = 10_000
+_text_cache: dict[tuple[str, str], str] = {}
+NEVER_REPEATED = frozenset({"context_id", "context_parent_id"})
 
 
 def _remember(cache: dict[Any, str], key: Any, escaped: str) -> str:
@@ -152,7 +158,23 @@ def _encode_fields(fields: Mapping[str, FieldValue]) -> str:
     out: list[str] = []
     append = out.append
     prefixes = _prefix_cache
+    texts = _text_cache
     for key, value in fields.items():
+        if type(value) is str and key not in NEVER_REPEATED:
+            pair = (key, value)
+            text = texts.get(pair)
+            if text is None:
+                prefix = prefixes.get(key)
+                if prefix is None:
+                    prefix = _field_prefix(key)
+                encoded = encode_field(value)
+                text = prefix + encoded if prefix and encoded is not None else ""
+                if len(texts) >= _TEXT_CACHE_LIMIT:
+                    texts.clear()
+                texts[pair] = text
+            if text:
+                append(text)
+            continue
         text = encode_field(value)
         if text is None:
             continue

@@ -22,6 +22,16 @@ def test_escapes_each_token_as_influxdb_requires() -> None:
         'my\\ meas\\,x,tag\\ key=a\\=b\\,c\\ d f\\=1\\,x="say \\"hi\\" \\\\o/",n=3i,ok=true,v=0.1 1')
 
 
+def test_a_string_field_reads_the_same_when_its_text_is_remembered() -> None:
+    # The second encoding of each (key, value) comes from the memo of string fields.
+    fields: dict[str, Any] = {"f=1,x": 'say "hi" \\o/', "\\": "dropped: an unwritable key", "context_id": "01J",
+                              "n": "1"}
+    first = encode_point(Point("m", (), dict(fields), 1))
+    assert first == 'm f\\=1\\,x="say \\"hi\\" \\\\o/",context_id="01J",n="1" 1'
+    assert encode_point(Point("m", (), dict(fields), 1)) == first
+    assert encode_point(Point("m", (), {"n": 1}, 1)) == "m n=1i 1"  # the same key with a number is no string
+
+
 def test_leaves_out_what_cannot_be_written() -> None:
     point = Point("m", (("empty", ""), ("t", "x")), {"nan": math.nan, "inf": -math.inf, "v": 1.0}, 5)
     assert encode_point(point) == "m,t=x v=1.0 5"
