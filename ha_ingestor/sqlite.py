@@ -38,22 +38,34 @@ class SqliteWorker:
         self._executor.submit(self._open).result()
         self._stop_checkpoints = threading.Event()
         self._checkpointer: threading.Thread | None = None
+        # Why the checkpoint thread is not checkpointing ("" while it is): the writer's own checkpoint at
+        # wal_autocheckpoint still bounds the WAL, at the price of commits that wait for it.
+        self.checkpoint_problem = ""
         if checkpoint_interval:
             self._checkpointer = threading.Thread(target=self._checkpoint_loop, args=(checkpoint_interval,),
                                                   name=f"sqlite-checkpoint-{path.stem}", daemon=True)
             self._checkpointer.start()
 
     def _checkpoint_loop(self, interval: float) -> None:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout=10000")
             conn.execute(f"PRAGMA synchronous={self._synchronous}")  # the checkpoint's fsyncs follow it
+        except sqlite3.Error as exc:
+            self.checkpoint_problem = f"cannot open a connection for checkpoints: {exc}"
+            log.error("WAL checkpoints left to the writer's commits", extra={"db": str(self.path), "error": str(exc)})
+            return
+        try:
             while not self._stop_checkpoints.wait(interval):
                 try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 except sqlite3.Error as exc:  # the writer checkpoints by itself at wal_autocheckpoint meanwhile
-                    log.warning("WAL checkpoint failed; trying again", extra={"db": str(self.path),
-                                                                          "error": str(exc)})
+                    if not self.checkpoint_problem:
+                        log.warning("WAL checkpoint failed; trying again", extra={"db": str(self.path),
+                                                                              "error": str(exc)})
+                    self.checkpoint_problem = f"checkpoint failed: {exc}"
+                else:
+                    self.checkpoint_problem = ""
         finally:
             conn.close()
 
