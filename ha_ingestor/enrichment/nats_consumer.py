@@ -49,11 +49,14 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+NOT_YET = "nats: not consuming yet"
+
+
 class NatsConsumer:
     def __init__(self, pipeline: Pipeline, config: JetStreamConfig, metrics: Registry) -> None:
         self.pipeline = pipeline
         self.config = config
-        self.problem = "nats: not consuming yet"  # /health is 503 until the worker really consumes
+        self.problem = NOT_YET  # /health is 503 until the worker really consumes
         self._acked = metrics.counter("nats_messages_acked", "Messages made durable (or dead-lettered), then acked")
         self._naked = metrics.counter("nats_messages_naked", "Messages handed back after an unexpected error")
         self._dead = metrics.counter("nats_messages_dead_lettered", "Messages kept as dead letters")
@@ -197,9 +200,11 @@ class NatsConsumer:
         self._dead.inc()
 
     def _resolved(self) -> None:
-        if self.problem:
+        if self.problem == NOT_YET:
+            log.info("nats: consuming", extra={"stream": self.config.stream})
+        elif self.problem:
             log.info("nats: consuming again", extra={"after": self.problem})
-            self.problem = ""
+        self.problem = ""
 
     def _note(self, problem: str) -> None:
         if problem != self.problem:
