@@ -1,4 +1,4 @@
-"""The WAL is copied into the database file by a thread of its own, beside the writer."""
+"""The SQLite worker: WAL checkpoints by a thread of its own, beside the writer, and cheap deletes."""
 
 from __future__ import annotations
 
@@ -72,5 +72,15 @@ def test_a_checkpoint_thread_that_cannot_connect_says_so_and_the_writer_goes_on(
         assert worker.checkpoint_problem == "cannot open a connection for checkpoints: unable to open database file"
         _write(worker, 2_000)  # the writer's own checkpoint (every 100 pages here) still moves pages to the file
         assert _file_exceeds(worker.path, 2_000_000, 10.0)
+    finally:
+        worker.close()
+
+
+def test_deletes_do_not_zero_pages_that_are_not_written_anyway(tmp_path: Path) -> None:
+    # Debian's SQLite zeroes every freed page (secure_delete=1): for a queue that deletes each row moments
+    # after writing it, that is a fifth of its WAL. FAST (2) zeroes deleted rows only on pages written anyway.
+    worker = SqliteWorker(tmp_path / "db.sqlite", schema=SCHEMA)
+    try:
+        assert worker.run_sync(lambda: worker.conn.execute("PRAGMA secure_delete").fetchone()[0]) == 2
     finally:
         worker.close()
