@@ -24,13 +24,17 @@ STATE_CHANGED = "state_changed"
 _ENTITY_ID = re.compile(r"^(?!_)[\w]+(?<!_)\.(?!_)[\w]+(?<!_)$")
 
 
-class Context(msgspec.Struct, frozen=True):
+# gc=False: an event's structs hold only strings, times, JSON values and each other, so they can never be part
+# of a reference cycle, and the cycle collector need not see them. Tracked, they were most of what it
+# scanned: a batch of 1,000-5,000 events kept gen-0 collections busy (~3 µs an event in a replay of a
+# simulated batch, and a fifth of enrichment's CPU while a backlog came in batches of 5,000).
+class Context(msgspec.Struct, frozen=True, gc=False):
     id: str
     parent_id: str | None = None
     user_id: str | None = None
 
 
-class State(msgspec.Struct, frozen=True):
+class State(msgspec.Struct, frozen=True, gc=False):
     entity_id: str
     state: str
     last_updated: AwareDatetime
@@ -40,7 +44,7 @@ class State(msgspec.Struct, frozen=True):
     context: Context | None = None
 
 
-class PreviousState(msgspec.Struct, frozen=True):
+class PreviousState(msgspec.Struct, frozen=True, gc=False):
     """``old_state`` as enrichment reads it: which state it was and since when. Its attributes and context
     are skipped, not decoded (they are in the new state, or were in the previous event): ~1.1 µs an event,
     4 % of enrichment's CPU. The raw event keeps all of it for dead letters."""
@@ -51,13 +55,13 @@ class PreviousState(msgspec.Struct, frozen=True):
     last_changed: AwareDatetime | None = None
 
 
-class StateChangedData(msgspec.Struct, frozen=True):
+class StateChangedData(msgspec.Struct, frozen=True, gc=False):
     entity_id: str
     old_state: PreviousState | None = None
     new_state: State | None = None
 
 
-class RawEvent(msgspec.Struct, frozen=True):
+class RawEvent(msgspec.Struct, frozen=True, gc=False):
     """An event as it crossed the wire; ``data`` still undecoded."""
 
     event_type: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
@@ -67,12 +71,12 @@ class RawEvent(msgspec.Struct, frozen=True):
     context: Context | None = None
 
 
-class Batch(msgspec.Struct, frozen=True):
+class Batch(msgspec.Struct, frozen=True, gc=False):
     events: list[RawEvent]
     home_id: str = ""
 
 
-class Event(msgspec.Struct, frozen=True):
+class Event(msgspec.Struct, frozen=True, gc=False):
     """A validated event, ready for enrichment."""
 
     event_type: str
