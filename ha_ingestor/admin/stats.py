@@ -110,8 +110,8 @@ def in_window(history: Sequence[Sample], now: Sample, window: float) -> list[Sam
 
 
 def growth(samples: Sequence[Sample], instance: str, counter: str) -> tuple[float | None, float]:
-    """(how much ``counter`` grew or None when no scrape pair had it, seconds covered) over consecutive samples
-    in which ``instance`` answered."""
+    """(how much ``counter`` grew or None when no scrape pair had it, the seconds of the pairs that had it) over
+    consecutive samples in which ``instance`` answered."""
     return _grown(_pairs(samples, instance), counter)
 
 
@@ -119,10 +119,10 @@ def _grown(pairs: list[tuple[scrape.Series, scrape.Series, float]], counter: str
     total: float | None = None
     covered = 0.0
     for a, b, seconds in pairs:
-        covered += seconds
         delta = scrape.counter_delta(a.get(counter), b.get(counter))
-        if delta is not None:
+        if delta is not None:  # a counter that is not there yet (a home's first batch) measured nothing
             total = (total or 0.0) + delta
+            covered += seconds
     return total, covered
 
 

@@ -66,6 +66,17 @@ def test_a_restart_and_an_unanswered_scrape_do_not_invent_events() -> None:
     assert rates["stored_per_s"] == (50 + 20) / 10
 
 
+def test_a_counter_that_appears_late_is_a_rate_over_the_seconds_it_was_there() -> None:
+    # A home's counters exist from its first batch on: the scrapes before it measured nothing about it,
+    # so they must not dilute its rate (a home at 10/s read as 5.6/s in CI before).
+    history = [sample(0, 0, None), sample(5, 50, None), sample(10, 100, 0)]
+    history[0].series[ENR] = history[1].series[ENR] = {}
+    now = sample(15, 150, 50)
+    rates = stats.rates(stats.in_window(history, now, 60), FLEET)
+    assert rates["stored_per_s"] == 10.0
+    assert rates["covered_s"][ENR] == 15.0  # enrichment itself answered every scrape
+
+
 def test_rates_are_none_until_two_scrapes_exist() -> None:
     rates = stats.rates([sample(0, 10, 10)], FLEET)
     assert rates["received_per_s"] is None and rates["hop_error_rate"] is None
