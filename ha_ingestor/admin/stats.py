@@ -1,8 +1,9 @@
 """What /stats reports, computed from scrapes of the services' own counters taken over time; nothing estimated.
 
 A rate over a window is the growth of a counter between the scrapes inside that window divided by the
-time those scrapes span (``covered_s``: shorter than the window while admin-api has not watched that
-long, or while a service did not answer). A counter that went down was reset by a restart; its new value
+time those scrapes span where the counter existed (a home's counters appear with its first batch);
+``covered_s`` is how long they span, shorter than the window while admin-api has not watched that long,
+or while a service did not answer. A counter that went down was reset by a restart; its new value
 is the growth. Percentiles come from the growth of histogram buckets over the window, interpolated inside
 the bucket as Prometheus' ``histogram_quantile`` does, so they are as fine as the buckets.
 
@@ -109,13 +110,8 @@ def in_window(history: Sequence[Sample], now: Sample, window: float) -> list[Sam
     return [s for s in history if now.time - window <= s.time < now.time] + [now]
 
 
-def growth(samples: Sequence[Sample], instance: str, counter: str) -> tuple[float | None, float]:
-    """(how much ``counter`` grew or None when no scrape pair had it, the seconds of the pairs that had it) over
-    consecutive samples in which ``instance`` answered."""
-    return _grown(_pairs(samples, instance), counter)
-
-
 def _grown(pairs: list[tuple[scrape.Series, scrape.Series, float]], counter: str) -> tuple[float | None, float]:
+    """(how much ``counter`` grew or None when no scrape pair had it, the seconds of the pairs that had it)."""
     total: float | None = None
     covered = 0.0
     for a, b, seconds in pairs:

@@ -55,8 +55,8 @@ _text_cache: dict[tuple[str, str], str] = {}
 NEVER_REPEATED = frozenset({"context_id", "context_parent_id"})
 
 
-def _remember(cache: dict[Any, str], key: Any, escaped: str) -> str:
-    if len(cache) >= _CACHE_LIMIT:
+def _remember(cache: dict[Any, str], key: Any, escaped: str, limit: int = _CACHE_LIMIT) -> str:
+    if len(cache) >= limit:
         cache.clear()
     cache[key] = escaped
     return escaped
@@ -168,10 +168,8 @@ def _encode_fields(fields: Mapping[str, FieldValue]) -> str:
                 if prefix is None:
                     prefix = _field_prefix(key)
                 encoded = encode_field(value)
-                text = prefix + encoded if prefix and encoded is not None else ""
-                if len(texts) >= _TEXT_CACHE_LIMIT:
-                    texts.clear()
-                texts[pair] = text
+                text = _remember(texts, pair, prefix + encoded if prefix and encoded is not None else "",
+                                 _TEXT_CACHE_LIMIT)
             if text:
                 append(text)
             continue
