@@ -32,7 +32,7 @@ from .ingestion import api as ingestion_api
 from .ingestion.filter import FilterRules
 from .ingestion.outbox import Outbox
 from .ingestion.service import Ingestion, IngestionConfig
-from .metrics import Registry
+from .metrics import Registry, watch_loop_lag
 from .settings import Customizations, Settings
 from .sinks.influx import InfluxConfig, InfluxStore
 from .sinks.point import Store
@@ -167,12 +167,14 @@ async def _enrichment_running(settings: Settings, metrics: Registry) -> AsyncIte
     enrichment = build_enrichment(settings, metrics)
     await enrichment.store.start()
     drain = asyncio.create_task(enrichment.pipeline.drain_forever(), name="spool-drain")
+    lag = asyncio.create_task(watch_loop_lag(metrics), name="loop-lag")
     try:
         yield enrichment
     finally:
-        drain.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await drain
+        for task in (drain, lag):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await enrichment.close()
 
 

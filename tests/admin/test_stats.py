@@ -168,11 +168,13 @@ METRICS = {
     "ingestion": ["events_received_total", "events_forwarded_total", "events_backfilled_total",
                   "outbox_in_events_total", "outbox_out_events_total", "outbox_in_bytes_total",
                   "outbox_out_bytes_total", "outbox_events", "outbox_bytes", 'hop_request_seconds_bucket{le="+Inf"}',
-                  "ha_connected", "ha_reconnects_total", "hop_retries_total"],
+                  "ha_connected", "ha_reconnects_total", "hop_retries_total",
+                  'event_loop_lag_seconds_bucket{le="+Inf"}', "event_loop_lag_max_seconds"],
     "enrichment": ["events_received_total", "events_stored_total", "events_dead_lettered_total",
                    "spool_in_events_total", "spool_out_events_total", "spool_in_bytes_total", "spool_out_bytes_total",
                    "spool_events", 'store_write_seconds_bucket{le="+Inf"}', 'end_to_end_lag_seconds_bucket{le="+Inf"}',
-                   "store_write_failures_total", "last_event_time_seconds"],
+                   "store_write_failures_total", "last_event_time_seconds",
+                   'event_loop_lag_seconds_bucket{le="+Inf"}', "event_loop_lag_max_seconds"],
 }
 
 
@@ -183,6 +185,7 @@ def test_each_service_exposes_the_metrics_issue_5_names(stack: Stack, service: s
     series = scrape.parse(text)
     missing = [name for name in METRICS[service] if name not in series]
     assert not missing
+    assert series['event_loop_lag_seconds_bucket{le="+Inf"}'] > 0  # the loop's timer is being watched
     if service == "ingestion":
         assert series["ha_connected"] == 1
 
