@@ -10,8 +10,10 @@ import asyncio
 import json
 
 import aiohttp
+import pytest
 from aiohttp import web
 
+from ha_ingestor.errors import ConnectionLost
 from ha_ingestor.harness.ports import serving
 from ha_ingestor.ingestion.ha_client import HaConnection, Incoming, websocket_url
 
@@ -26,7 +28,7 @@ CALL = ('{"event_type":"call_service","data":{"domain":"light","service":"turn_o
 ODD = '{"event_type":"custom","data":[1,2],"time_fired":5}'  # data not an object, time not a string
 
 
-def fake_ha(frames: list[str]) -> web.Application:
+def fake_ha(frames: list[str | bytes]) -> web.Application:
     async def ws_handler(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
@@ -36,7 +38,10 @@ def fake_ha(frames: list[str]) -> web.Application:
         msg = await ws.receive()
         sub_id = json.loads(msg.data)["id"]
         for frame in frames:
-            await ws.send_str(frame.replace("SUB", str(sub_id)))
+            if isinstance(frame, bytes):  # sent as a text frame as it is, even when it is not UTF-8
+                await ws.send_frame(frame.replace(b"SUB", str(sub_id).encode()), aiohttp.WSMsgType.TEXT)
+            else:
+                await ws.send_str(frame.replace("SUB", str(sub_id)))
         await ws.receive()  # until the client closes
         return ws
 
@@ -45,7 +50,7 @@ def fake_ha(frames: list[str]) -> web.Application:
     return app
 
 
-async def receive(frames: list[str], expected: int) -> list[Incoming]:
+async def receive(frames: list[str | bytes], expected: int) -> list[Incoming]:
     got: list[Incoming] = []
     async with serving(fake_ha(frames)) as base_url:
         async with aiohttp.ClientSession() as session:
@@ -85,3 +90,22 @@ async def test_frames_the_fast_types_do_not_fit_still_arrive() -> None:
     assert json.loads(got[1].raw) == json.loads(STATE) and got[1].entity_id == "sensor.a"
 
 
+
+
+async def test_a_frame_that_is_not_utf8_ends_the_connection_like_any_other_broken_one() -> None:
+    """Frames are parsed as the bytes HA sent (not decoded to str first): one that is not UTF-8 cannot be
+    trusted, so the connection ends, and ingestion backfills the gap as after any other disconnect."""
+    got: list[Incoming] = []
+    frames: list[str | bytes] = ['{"id":SUB,"type":"result","success":true,"result":null}',
+                                 f'{{"id":SUB,"type":"event","event":{STATE}}}',
+                                 f'[{{"id":SUB,"type":"event","event":{CALL}}},'.encode()
+                                 + b'{"id":SUB,"type":"result","success":true,"result":"\xff"}]']
+    async with serving(fake_ha(frames)) as base_url:
+        async with aiohttp.ClientSession() as session:
+            conn = await HaConnection.open(session, websocket_url(base_url), "token")
+            reader = asyncio.create_task(conn.read_forever())
+            await conn.subscribe({"type": "subscribe_events"}, got.append)
+            with pytest.raises(ConnectionLost, match="UTF-8"):
+                await asyncio.wait_for(reader, 10)
+            await conn.close()
+    assert [e.raw.decode() for e in got] == [STATE]
