@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Open(BaseModel):
@@ -82,17 +82,22 @@ class DeadLetter(_Open):
     point: str
     event: Any
     attempts: int
+    worker: str | None = Field(None, description="admin-api watching several workers: the one that holds it")
 
 
 class DeadLetters(_Open):
     count: int
     dead_letters: list[DeadLetter]
+    unreachable: dict[str, str] = Field(
+        default_factory=dict, description="admin-api watching several workers: those that did not answer, and why")
 
 
 class ReplayResult(_Open):
     replayed: int
     written: int
     still_refused: int
+    unreachable: dict[str, str] = Field(
+        default_factory=dict, description="admin-api replaying on several workers: those that did not answer, and why")
 
 
 # ---------------------------------------------------------------- admin-api

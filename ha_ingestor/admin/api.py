@@ -31,7 +31,7 @@ class Peers:
         self.fleet: dict[str, tuple[str, ...]] = {INGESTION: settings.ingestion_urls,
                                                   ENRICHMENT: settings.enrichment_urls}
         # One instance answers for its service where one answer is the whole story: the store's newest
-        # points (every worker writes the same store), and the first worker's dead letters.
+        # points (every worker writes the same store). Dead letters are each worker's own: see dead_letters.
         self.urls = {service: urls[0] for service, urls in self.fleet.items()}
         self.all_urls = list(dict.fromkeys(url for urls in self.fleet.values() for url in urls))
         self.headers = {"Authorization": f"Bearer {settings.API_TOKEN}"} if settings.API_TOKEN else {}
@@ -61,8 +61,8 @@ class Peers:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             return 0, f"unreachable at {base}: {exc.__class__.__name__}: {exc}".rstrip(": ")
 
-    async def post(self, service: str, path: str, body: Any) -> tuple[int, Any]:
-        url = self.urls[service] + path
+    async def post_url(self, base: str, path: str, body: Any) -> tuple[int, Any]:
+        url = base + path
         try:
             async with self.session.post(url, headers=self.headers, json=body) as resp:
                 return resp.status, orjson.loads(await resp.read())
@@ -187,6 +187,81 @@ async def _proxy(answer: Any) -> Response:
     return json_response(body, status)
 
 
+def _answered(status: int, body: Any) -> str:
+    """'' when a worker answered 200 with JSON; else what went wrong, for the ``unreachable`` map."""
+    if status == 0:
+        return str(body)
+    if not isinstance(body, dict):
+        return f"answered HTTP {status} without JSON"
+    if status != 200:
+        return f"answered HTTP {status}: {str(body.get('error') or body.get('reason') or '')[:300]}"
+    return ""
+
+
+async def dead_letters(peers: Peers, limit: int, offset: int) -> Response:
+    """Every worker's dead letters, worker by worker in ``ENRICHMENT_URLS`` order (each oldest first), each
+    with the ``worker`` that holds it: a dead letter's id is its worker's own."""
+    workers = peers.fleet[ENRICHMENT]
+    if len(workers) == 1:
+        return await _proxy(peers.get_url(workers[0], "/deadletters", limit=limit, offset=offset))
+    counted = await asyncio.gather(*(peers.get_url(url, "/deadletters", limit=1) for url in workers))
+    unreachable: dict[str, str] = {}
+    counts: dict[str, int] = {}
+    for url, (status, body) in zip(workers, counted, strict=True):
+        if problem := _answered(status, body):
+            unreachable[url] = problem
+        else:
+            counts[url] = int(body["count"])
+    if not counts:
+        return error(502, "no enrichment-pipeline answered: " + "; ".join(f"{u}: {p}" for u, p in unreachable.items()))
+    # The page is a slice of the workers' lists laid end to end: skip whole lists, then read what is left.
+    skip, wanted, slices = offset, limit, []
+    for url, count in counts.items():
+        if wanted <= 0:
+            break
+        if skip >= count:
+            skip -= count
+            continue
+        take = min(wanted, count - skip)
+        slices.append((url, skip, take))
+        skip, wanted = 0, wanted - take
+    pages = await asyncio.gather(*(peers.get_url(url, "/deadletters", limit=take, offset=start)
+                                   for url, start, take in slices))
+    letters: list[dict[str, Any]] = []
+    for (url, _, _), (status, body) in zip(slices, pages, strict=True):
+        if problem := _answered(status, body):
+            unreachable[url] = problem  # it answered a moment ago: its letters are missing from this page
+            continue
+        letters.extend({**letter, "worker": url} for letter in body["dead_letters"])
+    return json_response({"count": sum(counts.values()), "dead_letters": letters, "unreachable": unreachable})
+
+
+async def replay(peers: Peers, ids: list[int] | None, worker: str) -> Response:
+    """Replay on one worker (the only one, or ``worker``) or, without ids, on every worker."""
+    workers = peers.fleet[ENRICHMENT]
+    if worker and worker not in workers:
+        return error(422, f"worker: not one of ENRICHMENT_URLS ({', '.join(workers)})", field="worker")
+    if ids is not None and not worker and len(workers) > 1:
+        return error(422, "worker: dead letter ids are each worker's own; name the worker that holds them "
+                          f"(one of {', '.join(workers)}), or leave out the ids to replay every worker's",
+                     field="worker")
+    targets = [worker] if worker else list(workers)
+    if len(targets) == 1:
+        return await _proxy(peers.post_url(targets[0], "/deadletters/replay", ids))
+    answers = await asyncio.gather(*(peers.post_url(url, "/deadletters/replay", None) for url in targets))
+    total = {"replayed": 0, "written": 0, "still_refused": 0}
+    unreachable: dict[str, str] = {}
+    for url, (status, body) in zip(targets, answers, strict=True):
+        if problem := _answered(status, body):
+            unreachable[url] = problem
+            continue
+        for key in total:
+            total[key] += int(body.get(key, 0))
+    if len(unreachable) == len(targets):
+        return error(502, "no enrichment-pipeline replayed: " + "; ".join(f"{u}: {p}" for u, p in unreachable.items()))
+    return json_response({**total, "unreachable": unreachable})
+
+
 def build(settings: Settings, peers: Peers, metrics: Registry, *, service: str = "admin-api",
           sampler: Sampler | None = None) -> FastAPI:
     """The admin app; ``sampler`` should be running (wiring runs it) for /stats to have rates."""
@@ -270,15 +345,26 @@ def build(settings: Settings, peers: Peers, metrics: Registry, *, service: str =
         """The newest points in the store (asked of enrichment-pipeline, which reads the store)."""
         return await _proxy(peers.get("enrichment-pipeline", "/events/recent", limit=limit))
 
-    @app.get("/deadletters", responses={200: {"model": schemas.DeadLetters}, **_UNREACHABLE})
-    async def dead_letters(limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> Response:
-        """Points the store refused for good, with the reason and the original event."""
-        return await _proxy(peers.get("enrichment-pipeline", "/deadletters", limit=limit, offset=offset))
+    workers = list(peers.fleet[ENRICHMENT])
 
-    @app.post("/deadletters/replay", responses={200: {"model": schemas.ReplayResult}, **_UNREACHABLE, **_STORE_DOWN})
-    async def replay(ids: DeadLetterIds = None) -> Response:
-        """Run dead letters (all, or the given ids) through enrichment again; those the store takes leave the list."""
-        return await _proxy(peers.post("enrichment-pipeline", "/deadletters/replay", ids))
+    @app.get("/deadletters", responses={200: {"model": schemas.DeadLetters}, **_UNREACHABLE})
+    async def get_dead_letters(limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> Response:
+        """Points the store refused for good, with the reason and the original event: every worker's, worker by
+        worker in ``ENRICHMENT_URLS`` order, each with the ``worker`` that holds it; ``unreachable`` names
+        the workers that did not answer."""
+        return await dead_letters(peers, limit, offset)
+
+    @app.post("/deadletters/replay", responses={200: {"model": schemas.ReplayResult}, **_UNREACHABLE, **_STORE_DOWN,
+                                                422: {"model": schemas.ErrorBody,
+                                                      "description": "ids without the worker that holds them"}})
+    async def post_replay(ids: DeadLetterIds = None,
+                          worker: str = Query("", max_length=2048, json_schema_extra={"enum": ["", *workers]},
+                                              description="the worker (one of ENRICHMENT_URLS) whose dead letters "
+                                                          "the ids are; needed with ids when there are several")
+                          ) -> Response:
+        """Run dead letters (all of every worker's, or the given ids of one worker) through enrichment again;
+        those the store takes leave the list."""
+        return await replay(peers, ids, worker)
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def get_metrics() -> Response:
