@@ -175,27 +175,23 @@ def _up(sampler: Sampler, urls: tuple[str, ...]) -> float:
     return 1.0 if all(sampler.up[url] for url in urls) else 0.0
 
 
-async def _proxy(answer: Any) -> Response:
-    """Pass enrichment's 200 or 503 on as it is; anything else is a fault between the two services: 502."""
-    status, body = await answer
-    if status == 0:
-        return error(502, str(body))
-    if not isinstance(body, dict):
-        return error(502, f"enrichment-pipeline answered HTTP {status} without JSON")
-    if status not in (200, 503):
-        return error(502, f"enrichment-pipeline answered HTTP {status}: {str(body.get('error', ''))[:300]}")
-    return json_response(body, status)
-
-
-def _answered(status: int, body: Any) -> str:
-    """'' when a worker answered 200 with JSON; else what went wrong, for the ``unreachable`` map."""
+def _problem(status: int, body: Any, accepted: tuple[int, ...] = (200,)) -> str:
+    """'' when enrichment answered one of ``accepted`` with JSON; else what went wrong."""
     if status == 0:
         return str(body)
     if not isinstance(body, dict):
-        return f"answered HTTP {status} without JSON"
-    if status != 200:
-        return f"answered HTTP {status}: {str(body.get('error') or body.get('reason') or '')[:300]}"
+        return f"enrichment-pipeline answered HTTP {status} without JSON"
+    if status not in accepted:
+        return f"enrichment-pipeline answered HTTP {status}: {str(body.get('error', ''))[:300]}"
     return ""
+
+
+async def _proxy(answer: Any) -> Response:
+    """Pass enrichment's 200 or 503 on as it is; anything else is a fault between the two services: 502."""
+    status, body = await answer
+    if problem := _problem(status, body, (200, 503)):
+        return error(502, problem)
+    return json_response(body, status)
 
 
 async def dead_letters(peers: Peers, limit: int, offset: int) -> Response:
@@ -208,7 +204,7 @@ async def dead_letters(peers: Peers, limit: int, offset: int) -> Response:
     unreachable: dict[str, str] = {}
     counts: dict[str, int] = {}
     for url, (status, body) in zip(workers, counted, strict=True):
-        if problem := _answered(status, body):
+        if problem := _problem(status, body):
             unreachable[url] = problem
         else:
             counts[url] = int(body["count"])
@@ -229,7 +225,7 @@ async def dead_letters(peers: Peers, limit: int, offset: int) -> Response:
                                    for url, start, take in slices))
     letters: list[dict[str, Any]] = []
     for (url, _, _), (status, body) in zip(slices, pages, strict=True):
-        if problem := _answered(status, body):
+        if problem := _problem(status, body):
             unreachable[url] = problem  # it answered a moment ago: its letters are missing from this page
             continue
         letters.extend({**letter, "worker": url} for letter in body["dead_letters"])
@@ -252,7 +248,7 @@ async def replay(peers: Peers, ids: list[int] | None, worker: str) -> Response:
     total = {"replayed": 0, "written": 0, "still_refused": 0}
     unreachable: dict[str, str] = {}
     for url, (status, body) in zip(targets, answers, strict=True):
-        if problem := _answered(status, body):
+        if problem := _problem(status, body):
             unreachable[url] = problem
             continue
         for key in total:
