@@ -3,10 +3,11 @@
 Two measurements (docs/SCHEMA.md has the full reference and example queries):
 
 ``states`` — one point per ``state_changed``, at ``new_state.last_updated``.
-    tags:   entity_id, domain, device_class, unit, area, floor, device, integration, home
+    tags:   entity_id, domain, device_class, unit, friendly_name, area, floor, device, device_manufacturer,
+            device_model, integration, home
     fields: value (float: numeric state, or 1/0 for on/off-like states), state (string, for
-            non-numeric states), available (bool), previous_state, previous_state_seconds, friendly_name,
-            device_manufacturer, device_model, labels, context_id, context_user_id, context_parent_id,
+            non-numeric states), available (bool), previous_state, previous_state_seconds,
+            labels, context_id, context_user_id, context_parent_id,
             hour, weekday (integers, HA's time zone), weather_condition, weather_temperature,
             attr_<name> (float: numbers and booleans) and attr_<name>_str (string: everything else,
             lists and objects as JSON); a number whose attribute name itself ends in ``_str`` is
@@ -15,6 +16,9 @@ Two measurements (docs/SCHEMA.md has the full reference and example queries):
 ``events`` — one point per any other event, at ``time_fired``.
     tags:   event_type, domain, service, entity_id (when the event names one), home
     fields: data (JSON), origin, context_id, context_user_id, context_parent_id, hour, weekday
+
+The name, device manufacturer and model are tags because they follow the entity (no series of their own
+unless they change) and users group and label graphs by them, which InfluxQL does by tag only.
 
 Every field has one type forever (an attribute that is sometimes a number and sometimes text lands in
 two fields), so a measurement never hits a field type conflict. Identity: a point is a pure function of
@@ -46,6 +50,9 @@ ON_LIKE = frozenset(("on", "locked", "above_horizon", "open", "home"))
 OFF_LIKE = frozenset(("off", "unlocked", "below_horizon", "closed", "not_home"))
 # Attributes already written as tags or fields of their own.
 _PROMOTED = frozenset(("friendly_name", "unit_of_measurement", "device_class"))
+# A tag is part of every point's series key, which InfluxDB caps at 64 KiB in all; HA caps a state at 255
+# characters, and no real name comes near it.
+MAX_NAME_TAG = 255
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,11 +154,11 @@ def _context_fields(context: Any, out: dict[str, FieldValue]) -> None:
         out["context_parent_id"] = context.parent_id
 
 
-def _state_tags(entity_id: str, info: EntityInfo | None, device_class: str, unit: str,
+def _state_tags(entity_id: str, info: EntityInfo | None, device_class: str, unit: str, friendly_name: str,
                 ctx: Context) -> tuple[tuple[str, str], ...]:
     """The sorted tags of a ``states`` point, memoised on the snapshot (they repeat with every change)."""
     memo = ctx.snapshot.tags_memo
-    key = (entity_id, device_class, unit, ctx.home_id)
+    key = (entity_id, device_class, unit, friendly_name, ctx.home_id)
     tags = memo.get(key)
     if tags is not None:
         return tags
@@ -160,13 +167,16 @@ def _state_tags(entity_id: str, info: EntityInfo | None, device_class: str, unit
         found["home"] = ctx.home_id
     if info is not None:
         for tag, value in (("area", info.area), ("floor", info.floor), ("device", info.device),
-                           ("integration", info.platform)):
+                           ("integration", info.platform),
+                           ("device_manufacturer", info.manufacturer), ("device_model", info.model)):
             if value:
                 found[tag] = value
     if device_class:
         found["device_class"] = device_class
     if unit:
         found["unit"] = unit
+    if friendly_name:
+        found["friendly_name"] = friendly_name
     tags = tuple(sorted(found.items()))
     if len(memo) >= _TAGS_MEMO_MAX:
         memo.clear()
@@ -180,12 +190,8 @@ def state_point(event: Event, data: StateChangedData, ctx: Context) -> Point:
     new: State | None = data.new_state
     old: PreviousState | None = data.old_state
     fields: dict[str, FieldValue] = {}
-    device_class = unit = ""
+    device_class = unit = friendly_name = ""
     if info is not None:
-        if info.manufacturer:
-            fields["device_manufacturer"] = info.manufacturer
-        if info.model:
-            fields["device_model"] = info.model
         if info.labels:
             fields["labels"] = info.labels
     if new is None:
@@ -202,9 +208,9 @@ def state_point(event: Event, data: StateChangedData, ctx: Context) -> Point:
         value = attributes.get("unit_of_measurement")
         if isinstance(value, str):
             unit = value
-        friendly_name = attributes.get("friendly_name")
-        if isinstance(friendly_name, str):
-            fields["friendly_name"] = clip_string(friendly_name)
+        value = attributes.get("friendly_name")
+        if isinstance(value, str):
+            friendly_name = value[:MAX_NAME_TAG]
         state = new.state
         if state in UNAVAILABLE_STATES:
             fields["available"] = False
@@ -231,7 +237,7 @@ def state_point(event: Event, data: StateChangedData, ctx: Context) -> Point:
         fields["weather_condition"] = ctx.weather.condition
         if ctx.weather.temperature is not None:
             fields["weather_temperature"] = ctx.weather.temperature
-    tags = _state_tags(entity_id, info, device_class, unit, ctx)
+    tags = _state_tags(entity_id, info, device_class, unit, friendly_name, ctx)
     return Point(STATES, tags, fields, us * 1000, event.raw)
 
 

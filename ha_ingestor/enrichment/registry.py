@@ -47,9 +47,9 @@ class Snapshot:
     devices: int = 0
     areas: int = 0
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
-    # Enrichment's memo of the sorted tags of each (entity, device class, unit, home) it wrote: they change
+    # Enrichment's memo of the sorted tags of each (entity, device class, unit, name, home) it wrote: they change
     # only with the registry, that is with the snapshot, so the memo lives and goes with it.
-    tags_memo: dict[tuple[str, str, str, str], tuple[tuple[str, str], ...]] = field(
+    tags_memo: dict[tuple[str, str, str, str, str], tuple[tuple[str, str], ...]] = field(
         default_factory=dict, compare=False, repr=False)
 
     @property
