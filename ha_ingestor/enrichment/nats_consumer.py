@@ -4,11 +4,13 @@ Every enrichment process is one worker of the same durable pull consumer, so the
 spread over all of them and a worker that dies leaves its unacked messages to the others after
 ``ack_wait``. For each message:
 
-* store or spool it through :meth:`Pipeline.accept` and ack; events that are not Home Assistant events
-  (the HTTP hop's 400/422) become dead letters one by one, the rest of the batch is stored, and the message
-  is acked: a malformed message is never redelivered;
-* the store down and the spool full (the HTTP hop's 503): keep the message, tell the server it is still in
-  progress and retry in place, fetching nothing more meanwhile; this does not count as a delivery;
+* store it through :meth:`Pipeline.accept` and ack; events that are not Home Assistant events (the HTTP
+  hop's 400/422) become dead letters one by one, the rest of the batch is stored, and the message is acked:
+  a malformed message is never redelivered;
+* the store down: keep the message, tell the server it is still in progress and retry in place, fetching
+  nothing more meanwhile; this does not count as a delivery. The stream, not the worker's spool, holds the
+  backlog of an outage, so a worker that dies meanwhile leaves nothing behind: its message goes to another
+  worker after ``ack_wait``, and every worker drains the stream once the store is back;
 * anything else (a bug, a crash): nak with backoff; a message delivered more than ``max_deliver`` times is
   kept as a dead letter and terminated before it is processed again (so a message that crashes workers
   is isolated too). The consumer's own ``max_deliver`` is one more than ours, so the server never gives up
@@ -34,7 +36,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
 
-from ..errors import EventInvalid
+from ..errors import EventInvalid, StoreUnavailable
 from ..hop.base import batch_body
 from ..hop.jetstream import JetStreamConfig, connect, decode_registry, ensure_stream, registry_bucket
 from ..metrics import Registry
@@ -42,7 +44,6 @@ from ..model import Batch, Event, decode_batch, decode_event, encode, validate
 from ..settings import HOME_ID_PATTERN
 from ..sinks.point import Point, Rejected
 from .pipeline import Pipeline
-from .spool import SpoolFull
 
 log = logging.getLogger(__name__)
 
@@ -178,16 +179,21 @@ class NatsConsumer:
         if len(kept) != len(batch.events):
             body = batch_body(home_id, kept)
             batch = decode_batch(body)
+        attempt = self.pipeline.accept
         delay = 0.5
         while True:
             try:
-                await self.pipeline.accept(body, batch, events)
-                return
-            except SpoolFull as exc:
-                # The HTTP hop's 503: keep the message (in progress, not a redelivery) and try again.
-                self._note(f"store unavailable and spool full: {exc}")
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                await attempt(body, batch, events, spool=False)
+                break
+            except StoreUnavailable as exc:
+                # The HTTP hop would spool (202): here the message stays in the stream, in progress.
+                self._note(f"store unavailable; batches wait in the stream: {exc}")
+                wait = exc.retry_after if exc.retry_after is not None else delay
+                await asyncio.sleep(wait * random.uniform(0.8, 1.2))
                 delay = min(5.0, delay * 2)
+                attempt = self.pipeline.make_durable  # counted as received once
+        if self.problem.startswith("store unavailable"):
+            self._resolved()
 
     async def _dead_letter(self, home_id: str, body: bytes, reason: str) -> None:
         log.error("nats: message kept as a dead letter", extra={"home": home_id, "reason": reason[:300]})

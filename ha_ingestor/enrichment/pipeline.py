@@ -125,17 +125,30 @@ class Pipeline:
         events = [validate(raw, i) for i, raw in enumerate(batch.events)]
         return await self.accept(body, batch, events)
 
-    async def accept(self, body: bytes, batch: Batch, events: Sequence[Event]) -> Outcome:
+    async def accept(self, body: bytes, batch: Batch, events: Sequence[Event], *, spool: bool = True) -> Outcome:
+        """Count a batch as received and make it durable (see :meth:`make_durable`)."""
         self._received.inc(len(events))
         self.homes[batch.home_id].received.inc(len(events))
         self._batches.inc()
         self._track_weather(batch.home_id, events)
-        if self.spool.batches or self.store_down_reason:
+        return await self.make_durable(body, batch, events, spool=spool)
+
+    async def make_durable(self, body: bytes, batch: Batch, events: Sequence[Event], *, spool: bool = True
+                           ) -> Outcome:
+        """Store the batch, or spool it while the store is down.
+
+        ``spool=False`` is for a hop that keeps the batch itself until it is stored (HOP=nats: the stream):
+        a store outage then raises StoreUnavailable, and the caller retries here, without counting the
+        batch as received again.
+        """
+        if spool and (self.spool.batches or self.store_down_reason):
             return await self._to_spool(batch.home_id, body, len(events))
         try:
             stored, dead = await self._write(batch.home_id, events)
         except StoreUnavailable as exc:
             self._store_down(str(exc))
+            if not spool:
+                raise
             return await self._to_spool(batch.home_id, body, len(events))
         return Outcome(len(events), stored=stored, dead_lettered=dead)
 
@@ -200,7 +213,8 @@ class Pipeline:
         self._write_failures.inc()
         if not self.store_down_reason:
             self._outages.inc()
-            log.warning("store unavailable; spooling accepted batches", extra={"reason": reason})
+            log.warning("store unavailable; accepted batches wait (in the spool, or in the NATS stream)",
+                        extra={"reason": reason})
         self.store_down_reason = reason
 
     # ---------------------------------------------------------------- drain

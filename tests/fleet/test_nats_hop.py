@@ -74,3 +74,28 @@ def test_nats_server_killed_and_restarted_mid_run_loses_and_duplicates_nothing(
 
     execute(fleet, "nats: nats-server SIGKILL, back after 6 s", 25.0, record_outcome, fault)
 
+
+
+@pytest.mark.faults
+def test_a_worker_that_dies_while_the_store_is_down_leaves_nothing_behind(fleet: Fleet, record_outcome: Any) -> None:
+    """The stream holds an outage's backlog, not the workers' spools: a worker lost meanwhile strands nothing.
+
+    (When a worker spooled and acked, this lost the ~1,100 events the killed worker had spooled.)
+    """
+    fleet.add_worker()
+    fleet.add_worker()
+    fleet.add_home("home1")
+    first, second = fleet.workers
+
+    def fault(fleet: Fleet) -> None:
+        fleet.at(5)
+        fleet.influxd.stop()
+        fleet.at(11)
+        assert metric(first, "events_spooled") == 0  # it holds its message in progress, nothing spooled
+        first.services["enrichment"].kill()  # for good: its message goes to the other worker after ack_wait
+        fleet.at(15)
+        fleet.influxd.start()  # same port, same data
+
+    execute(fleet, "nats: store down 10 s, a worker killed meanwhile", 25.0, record_outcome, fault)
+    assert metric(second, "events_spooled") == 0
+    assert metric(second, "store_outages") >= 1, "the store outage did not reach the surviving worker"
