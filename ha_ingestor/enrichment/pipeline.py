@@ -146,9 +146,10 @@ class Pipeline:
         try:
             stored, dead = await self._write(batch.home_id, events)
         except StoreUnavailable as exc:
-            self._store_down(str(exc))
             if not spool:
+                self._store_down(str(exc), "batches wait in the NATS stream")
                 raise
+            self._store_down(str(exc))
             return await self._to_spool(batch.home_id, body, len(events))
         return Outcome(len(events), stored=stored, dead_lettered=dead)
 
@@ -209,12 +210,11 @@ class Pipeline:
         if newest:
             self.last_event_time = newest
 
-    def _store_down(self, reason: str) -> None:
+    def _store_down(self, reason: str, meanwhile: str = "spooling accepted batches") -> None:
         self._write_failures.inc()
         if not self.store_down_reason:
             self._outages.inc()
-            log.warning("store unavailable; accepted batches wait (in the spool, or in the NATS stream)",
-                        extra={"reason": reason})
+            log.warning(f"store unavailable; {meanwhile}", extra={"reason": reason})
         self.store_down_reason = reason
 
     # ---------------------------------------------------------------- drain
