@@ -186,6 +186,10 @@ def _problem(status: int, body: Any, accepted: tuple[int, ...] = (200,)) -> str:
     return ""
 
 
+def _none_answered(what: str, unreachable: dict[str, str]) -> Response:
+    return error(502, f"no enrichment-pipeline {what}: " + "; ".join(f"{u}: {p}" for u, p in unreachable.items()))
+
+
 async def _proxy(answer: Any) -> Response:
     """Pass enrichment's 200 or 503 on as it is; anything else is a fault between the two services: 502."""
     status, body = await answer
@@ -209,7 +213,7 @@ async def dead_letters(peers: Peers, limit: int, offset: int) -> Response:
         else:
             counts[url] = int(body["count"])
     if not counts:
-        return error(502, "no enrichment-pipeline answered: " + "; ".join(f"{u}: {p}" for u, p in unreachable.items()))
+        return _none_answered("answered", unreachable)
     # The page is a slice of the workers' lists laid end to end: skip whole lists, then read what is left.
     skip, wanted, slices = offset, limit, []
     for url, count in counts.items():
@@ -254,7 +258,7 @@ async def replay(peers: Peers, ids: list[int] | None, worker: str) -> Response:
         for key in total:
             total[key] += int(body.get(key, 0))
     if len(unreachable) == len(targets):
-        return error(502, "no enrichment-pipeline replayed: " + "; ".join(f"{u}: {p}" for u, p in unreachable.items()))
+        return _none_answered("replayed", unreachable)
     return json_response({**total, "unreachable": unreachable})
 
 

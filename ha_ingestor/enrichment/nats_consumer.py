@@ -180,7 +180,7 @@ class NatsConsumer:
             body = batch_body(home_id, kept)
             batch = decode_batch(body)
         attempt = self.pipeline.accept
-        delay = 0.5
+        delay, waited = 0.5, False
         while True:
             try:
                 await attempt(body, batch, events, spool=False)
@@ -191,8 +191,8 @@ class NatsConsumer:
                 wait = exc.retry_after if exc.retry_after is not None else delay
                 await asyncio.sleep(wait * random.uniform(0.8, 1.2))
                 delay = min(5.0, delay * 2)
-                attempt = self.pipeline.make_durable  # counted as received once
-        if self.problem.startswith("store unavailable"):
+                attempt, waited = self.pipeline.make_durable, True  # counted as received once
+        if waited:
             self._resolved()
 
     async def _dead_letter(self, home_id: str, body: bytes, reason: str) -> None:

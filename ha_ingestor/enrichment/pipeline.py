@@ -146,10 +146,9 @@ class Pipeline:
         try:
             stored, dead = await self._write(batch.home_id, events)
         except StoreUnavailable as exc:
+            self._store_down(str(exc), "spooling accepted batches" if spool else "batches wait in the NATS stream")
             if not spool:
-                self._store_down(str(exc), "batches wait in the NATS stream")
                 raise
-            self._store_down(str(exc))
             return await self._to_spool(batch.home_id, body, len(events))
         return Outcome(len(events), stored=stored, dead_lettered=dead)
 

@@ -75,7 +75,6 @@ def test_nats_server_killed_and_restarted_mid_run_loses_and_duplicates_nothing(
     execute(fleet, "nats: nats-server SIGKILL, back after 6 s", 25.0, record_outcome, fault)
 
 
-
 @pytest.mark.faults
 def test_a_worker_that_dies_while_the_store_is_down_leaves_nothing_behind(fleet: Fleet, record_outcome: Any) -> None:
     """The stream holds an outage's backlog, not the workers' spools: a worker lost meanwhile strands nothing.
