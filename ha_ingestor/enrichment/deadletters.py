@@ -18,7 +18,6 @@ from ..metrics import Registry
 from ..sinks.line_protocol import encode_point
 from ..sinks.point import Rejected
 from ..sqlite import SqliteWorker, transaction
-from .homes import DEAD_LETTERED
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deadletters (
@@ -38,7 +37,6 @@ class DeadLetters:
         self.db = db
         db.run_sync(db.conn.executescript, SCHEMA)
         self.count = int(db.run_sync(lambda: db.conn.execute("SELECT COUNT(*) FROM deadletters").fetchone()[0]))
-        self.metrics = metrics
         self._added = metrics.counter("events_dead_lettered", "Points the store refused for good")
         self._replayed = metrics.counter("dead_letters_replayed", "Dead letters written on replay")
         metrics.gauge("dead_letters", "Dead letters kept", read=lambda: self.count)
@@ -57,7 +55,6 @@ class DeadLetters:
         await self.db.run(lambda: transaction(self.db.conn, _insert))
         self.count += len(rows)
         self._added.inc(len(rows))
-        self.metrics.counter(*DEAD_LETTERED, (("home", home_id),)).inc(len(rows))
 
     async def page(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
         def _read() -> list[tuple[Any, ...]]:

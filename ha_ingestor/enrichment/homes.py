@@ -21,9 +21,6 @@ OTHER = "_other"
 # Six buckets a decade from 1 ms to ~2 h: coarser than the total's, because admin-api keeps every home's
 # buckets of every worker for five minutes.
 HOME_LAG_BUCKETS = tuple(round(10 ** (k / 6) / 1000, 6) for k in range(0, 6 * 6 + 5))
-# Counted by DeadLetters.add (every path to a dead letter goes through it); created here with a home's other
-# series, so a home without dead letters shows 0 rather than nothing.
-DEAD_LETTERED = ("events_dead_lettered_by_home", "Points the store refused for good, per home")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +53,9 @@ class Homes:
                 m.counter("events_received_by_home", "Events accepted by enrichment, per home", labels),
                 m.counter("events_stored_by_home", "Events whose points the store acknowledged, per home", labels),
                 m.counter("events_spooled_by_home", "Events appended to the spool, per home", labels),
-                m.counter(*DEAD_LETTERED, labels),
+                # Counted by Pipeline._dead_letter; created with the others, so a home without dead letters
+                # shows 0 rather than nothing.
+                m.counter("events_dead_lettered_by_home", "Points the store refused for good, per home", labels),
                 m.histogram("end_to_end_lag_by_home_seconds", "Event time to store acknowledgement, per home",
                             labels, buckets=HOME_LAG_BUCKETS),
                 m.gauge("last_event_time_by_home_seconds", "Time fired (Unix s) of the newest event stored, per home",

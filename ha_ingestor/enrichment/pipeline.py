@@ -192,7 +192,7 @@ class Pipeline:
             log.info("store available again", extra={"after": self.store_down_reason})
             self.store_down_reason = ""
         if rejected:
-            await self.dead_letters.add(home_id, rejected, [_event_json(r.point.source) for r in rejected])
+            await self._dead_letter(home_id, rejected, [_event_json(r.point.source) for r in rejected])
             log.warning("store refused points for good; kept as dead letters",
                         extra={"count": len(rejected), "first_reason": rejected[0].reason[:300]})
         self._stored.inc(len(events))
@@ -261,7 +261,13 @@ class Pipeline:
 
     async def _spooled_batch_to_dead_letters(self, home_id: str, body: bytes, reason: str) -> None:
         point = Point("unprocessable_batch", (), {"error": reason[:1000]}, int(self.clock() * 1e9))
-        await self.dead_letters.add(home_id, [Rejected(point, reason)], [body])
+        await self._dead_letter(home_id, [Rejected(point, reason)], [body])
+
+    async def _dead_letter(self, home_id: str, rejected: Sequence[Rejected], event_json: Sequence[bytes]) -> None:
+        """Every path to a dead letter: kept, then counted for its home (through ``homes``, which caps how many
+        homes get series of their own)."""
+        await self.dead_letters.add(home_id, rejected, event_json)
+        self.homes[home_id].dead_lettered.inc(len(rejected))
 
     # ---------------------------------------------------------------- dead letters
 
