@@ -28,6 +28,8 @@ _COMPOSE_ONLY = re.compile(r"^(INFLUX_INIT_[A-Z_]+|[A-Z_]+_PUBLISH)$")
 # Prefixes that only this project uses: an unknown variable with one of them is almost surely a typo
 # (INFLUXDB_BUKET), and silently ignoring it would run with a default the user did not want.
 _OWN_PREFIXES = ("INFLUXDB_", "OUTBOX_", "SPOOL_", "BACKFILL_", "HA_INGESTOR_", "NATS_", "HA_COMPAT_")
+# ... except the names the project's own tools read (the test harness, scripts/setup.sh), not settings.
+_TOOL_NAMES = frozenset({"HA_INGESTOR_SHARED", "HA_INGESTOR_VENV", "HA_INGESTOR_PYTHON"})
 
 
 def _url(value: str) -> str:
@@ -325,7 +327,7 @@ class Settings:
         for key, value in env.items():
             if key in names:
                 values[key] = value
-            elif key.startswith(_OWN_PREFIXES):
+            elif key.startswith(_OWN_PREFIXES) and key not in _TOOL_NAMES:
                 raise SettingsError(key, "unknown setting (a typo?)")
         return cls.from_values(values)
 

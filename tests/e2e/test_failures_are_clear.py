@@ -7,8 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from ha_ingestor.errors import SettingsError
 from ha_ingestor.harness.influxd import Influxd
 from ha_ingestor.harness.procs import Stack, http_get, http_post, wait_for
+from ha_ingestor.settings import Settings
 
 
 def test_bad_requests_get_4xx_that_say_what_is_wrong(tmp_path: Path) -> None:
@@ -57,6 +61,17 @@ def test_a_bad_setting_is_one_line_naming_it(tmp_path: Path) -> None:
                             text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["ha-ingestor: setting INFLUXDB_API: must be one of v1, v2 (got 'v3')"]
+
+
+def test_a_typo_in_an_own_name_is_refused_but_the_tools_own_variables_are_not(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.env"  # not a ./.env a developer may have
+    empty.write_text("")
+    with pytest.raises(SettingsError, match="INFLUXDB_BUKET: unknown setting"):
+        Settings.load({"INFLUXDB_BUKET": "home"}, env_file=empty)
+    # The test harness and scripts/setup.sh read these; exporting them must not stop a service.
+    tools = {"HA_INGESTOR_SHARED": str(tmp_path), "HA_INGESTOR_VENV": str(tmp_path / "venv"),
+             "HA_INGESTOR_PYTHON": "python3.11", "DATA_DIR": str(tmp_path)}
+    assert Settings.load(tools, env_file=empty).DATA_DIR == str(tmp_path)
 
 
 async def test_a_dropped_connection_is_reconnected_and_nothing_is_lost(
