@@ -23,6 +23,9 @@ from . import homes, stats
 from .sampler import Sampler
 from .stats import ENRICHMENT, INGESTION
 
+# A replay of every dead letter runs in chunks of 1,000, one store write each: give it minutes, not seconds.
+REPLAY_TIMEOUT_S = 600.0
+
 
 class Peers:
     """HTTP access to the watched instances of the other two services (with the API token when one is set)."""
@@ -61,10 +64,11 @@ class Peers:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             return 0, f"unreachable at {base}: {exc.__class__.__name__}: {exc}".rstrip(": ")
 
-    async def post_url(self, base: str, path: str, body: Any) -> tuple[int, Any]:
+    async def post_url(self, base: str, path: str, body: Any, timeout: float | None = None) -> tuple[int, Any]:
         url = base + path
+        limit = aiohttp.ClientTimeout(total=self.timeout if timeout is None else timeout)
         try:
-            async with self.session.post(url, headers=self.headers, json=body) as resp:
+            async with self.session.post(url, headers=self.headers, json=body, timeout=limit) as resp:
                 return resp.status, orjson.loads(await resp.read())
         except (aiohttp.ClientError, OSError, TimeoutError, orjson.JSONDecodeError) as exc:
             return 0, f"{url}: {exc.__class__.__name__}: {exc}"
@@ -247,8 +251,9 @@ async def replay(peers: Peers, ids: list[int] | None, worker: str) -> Response:
                      field="worker")
     targets = [worker] if worker else list(workers)
     if len(targets) == 1:
-        return await _proxy(peers.post_url(targets[0], "/deadletters/replay", ids))
-    answers = await asyncio.gather(*(peers.post_url(url, "/deadletters/replay", None) for url in targets))
+        return await _proxy(peers.post_url(targets[0], "/deadletters/replay", ids, REPLAY_TIMEOUT_S))
+    answers = await asyncio.gather(*(peers.post_url(url, "/deadletters/replay", None, REPLAY_TIMEOUT_S)
+                                     for url in targets))
     total = {"replayed": 0, "written": 0, "still_refused": 0}
     unreachable: dict[str, str] = {}
     for url, (status, body) in zip(targets, answers, strict=True):

@@ -67,18 +67,24 @@ class DeadLetters:
             for i, c, h, r, p, e, a in await self.db.run(_read)
         ]
 
-    async def take(self, ids: Sequence[int] | None, limit: int = 10_000) -> list[tuple[int, str, bytes]]:
-        """(id, home_id, event) of the dead letters to replay: ``ids``, or the oldest ``limit``."""
+    async def take(self, ids: Sequence[int] | None, after: int = 0, limit: int = 1000
+                   ) -> list[tuple[int, str, bytes]]:
+        """(id, home_id, event) of the dead letters to replay: ``ids``, or the ``limit`` oldest after ``after``."""
 
         def _read() -> list[tuple[int, str, bytes]]:
             if ids is None:
                 return self.db.conn.execute(
-                    "SELECT id, home_id, event FROM deadletters ORDER BY id LIMIT ?", (limit,)).fetchall()
+                    "SELECT id, home_id, event FROM deadletters WHERE id > ? ORDER BY id LIMIT ?",
+                    (after, limit)).fetchall()
             marks = ",".join("?" * len(ids))
             return self.db.conn.execute(
                 f"SELECT id, home_id, event FROM deadletters WHERE id IN ({marks}) ORDER BY id", tuple(ids)).fetchall()
 
         return await self.db.run(_read)
+
+    async def newest_id(self) -> int:
+        return int(await self.db.run(lambda: self.db.conn.execute(
+            "SELECT COALESCE(MAX(id), 0) FROM deadletters").fetchone()[0]))
 
     async def resolve(self, written: Sequence[int], still_refused: Sequence[tuple[int, str]]) -> None:
         """After a replay: drop those written, note the new reason of those refused again."""

@@ -26,6 +26,9 @@ from .homes import Homes
 from .registry import RegistryCache
 from .spool import Spool, SpoolFull
 
+# Dead letters replayed in one store write.
+REPLAY_CHUNK = 1000
+
 log = logging.getLogger(__name__)
 
 Converter = Callable[[Event, enrich.Context], list[Point]]
@@ -272,25 +275,45 @@ class Pipeline:
     # ---------------------------------------------------------------- dead letters
 
     async def replay_dead_letters(self, ids: Sequence[int] | None = None) -> dict[str, int]:
-        """Run dead letters through enrichment again; those the store takes are removed."""
-        taken = await self.dead_letters.take(ids)
-        written: list[int] = []
-        refused: list[tuple[int, str]] = []
+        """Run dead letters through enrichment again (``ids``, else every one kept when the replay began); those
+        the store takes are removed, the others keep their place with the new reason."""
+        totals = {"replayed": 0, "written": 0, "still_refused": 0}
+        if ids is not None:
+            self._add(totals, await self._replay(await self.dead_letters.take(ids)))
+            return totals
+        # In chunks, oldest first, each one store write; letters refused again stay behind the cursor, and
+        # those added meanwhile (past ``last``) wait for the next replay, so this always ends.
+        after, last = 0, await self.dead_letters.newest_id()
+        while after < last:
+            taken = [row for row in await self.dead_letters.take(None, after, REPLAY_CHUNK) if row[0] <= last]
+            if not taken:
+                break
+            self._add(totals, await self._replay(taken))
+            after = taken[-1][0]
+        return totals
+
+    @staticmethod
+    def _add(totals: dict[str, int], chunk: dict[str, int]) -> None:
+        for key, value in chunk.items():
+            totals[key] += value
+
+    async def _replay(self, taken: Sequence[tuple[int, str, bytes]]) -> dict[str, int]:
+        owner: dict[int, int] = {}  # id(point) -> its dead letter
+        points: list[Point] = []
+        refused: dict[int, str] = {}
         for letter_id, home_id, event_json in taken:
             try:
-                event = validate(decode_event(event_json))
-                points = self.convert(event, self._context(home_id))
-                rejected = await self.store.write(points)
-            except StoreUnavailable:
-                raise
+                converted = self.convert(validate(decode_event(event_json)), self._context(home_id))
             except Exception as exc:
-                refused.append((letter_id, f"replay failed: {exc}"))
+                refused[letter_id] = f"replay failed: {exc}"
                 continue
-            if rejected:
-                refused.append((letter_id, rejected[0].reason))
-            else:
-                written.append(letter_id)
-        await self.dead_letters.resolve(written, refused)
+            for point in converted:
+                owner[id(point)] = letter_id
+            points.extend(converted)
+        for rejected in await self.store.write(points) if points else []:
+            refused.setdefault(owner[id(rejected.point)], rejected.reason)
+        written = [letter_id for letter_id, _, _ in taken if letter_id not in refused]
+        await self.dead_letters.resolve(written, list(refused.items()))
         return {"replayed": len(taken), "written": len(written), "still_refused": len(refused)}
 
     # ---------------------------------------------------------------- status
