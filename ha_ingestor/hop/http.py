@@ -13,6 +13,10 @@ from ..errors import HopRejected, HopUnavailable
 from ..metrics import Registry
 from .base import batch_body
 
+# What enrichment answers about the events themselves (malformed 400, invalid 422, too large 413) or the
+# credentials (401/403); the forwarder splits or waits on these, and retries everything else.
+_REFUSALS = frozenset({400, 401, 403, 413, 422})
+
 
 def _retry_after(headers: Any) -> float | None:
     try:
@@ -56,9 +60,13 @@ class HttpHop:
             self._latency.observe(time.perf_counter() - started)
             return text
         reason = _reason(text)
+        if status in _REFUSALS:
+            raise HopRejected(status, reason)
         if status in (408, 429) or status >= 500:
             raise HopUnavailable(f"{url}: HTTP {status}: {reason}", _retry_after(headers))
-        raise HopRejected(status, reason)
+        # 404, 405, 421…: not enrichment judging the events (a wrong ENRICHMENT_URL, a proxy in between), so
+        # they wait in the outbox instead of being split into the rejected table.
+        raise HopUnavailable(f"{url}: HTTP {status}: {reason} (is ENRICHMENT_URL right?)", _retry_after(headers))
 
     async def send(self, home_id: str, events: Sequence[bytes]) -> None:
         await self._request("POST", "/events/batch", batch_body(home_id, events))

@@ -8,9 +8,11 @@ batch's round trip. Up to ``max_in_flight`` batches travel at once (then the nex
 and takes everything waiting, up to ``BATCH_MAX_EVENTS``), so enrichment converts one while the store writes
 another; points are idempotent and carry their own times, so the order in which batches land does not matter.
 Transient failures (enrichment down, timeouts, 5xx, 429, spool full) are retried forever with capped,
-jittered backoff: the events are safe in the outbox meanwhile. A 4xx is never retried as is: 413 splits
+jittered backoff: the events are safe in the outbox meanwhile. A refusal is never retried as is: 413 splits
 the batch, 400/422 bisect it until the refused events stand alone (they move to the outbox's
-``rejected`` table, visible in /status), and 401/403 wait for a person to fix the token.
+``rejected`` table, visible in /status), and 401/403 wait for a person to fix the token. Any other 4xx
+(404 from a wrong ENRICHMENT_URL, a proxy's 405 or 421) says nothing about the events: the hop reports it
+as unavailable, and the batch waits.
 """
 
 from __future__ import annotations
@@ -131,22 +133,33 @@ class Forwarder:
             self.in_flight_rows -= len(rows)
 
     async def deliver(self, rows: Sequence[Row]) -> None:
-        """Deliver rows until enrichment took them (or refused some for good); then remove them."""
+        """Deliver rows until enrichment took them (or refused some for good); then remove them.
+
+        A refused batch (400/422, 413) is split into parts delivered one after the other; a transient failure
+        retries only the part that failed, never parts enrichment already took or refused.
+        """
+        parts = [rows]
         delay = 0.2
-        while True:
+        while parts:
+            part = parts[0]
             try:
-                await self._send(rows)
-                break
+                await self.hop.send(self.home_id, [body for _, body in part])
             except HopUnavailable as exc:
                 self._note(f"enrichment unavailable: {exc}")
                 wait = exc.retry_after if exc.retry_after is not None else delay
                 delay = min(self.max_backoff, delay * 2)
             except HopRejected as exc:
-                if exc.status in (401, 403):
-                    self._note(f"enrichment refused our credentials (HTTP {exc.status}): check API_TOKEN")
-                    wait = 30.0  # a person has to fix the token; keep the events, ask again now and then
-                else:  # pragma: no cover - _send handles every other 4xx
-                    raise
+                if exc.status not in (401, 403):
+                    parts[:1] = await self._refused(part, exc)
+                    continue
+                self._note(f"enrichment refused our credentials (HTTP {exc.status}): check API_TOKEN")
+                wait = 30.0  # a person has to fix the token; keep the events, ask again now and then
+            else:
+                parts.pop(0)
+                await self.outbox.remove([row_id for row_id, _ in part])
+                self._sent.inc(len(part))
+                self._batches.inc()
+                continue
             self._retries.inc()
             await asyncio.sleep(wait * random.uniform(0.5, 1.0))
         if self.problem:
@@ -154,25 +167,16 @@ class Forwarder:
             self.problem = ""
         self.last_forward = time.time()
 
-    async def _send(self, rows: Sequence[Row]) -> None:
-        """Send rows; split on 413, bisect on 400/422; raise HopUnavailable / HopRejected(401/403)."""
-        try:
-            await self.hop.send(self.home_id, [body for _, body in rows])
-        except HopRejected as exc:
-            if exc.status in (401, 403):
-                raise
-            if len(rows) == 1:
-                log.error("enrichment refused an event for good; kept in the outbox's rejected table",
-                          extra={"status": exc.status, "reason": exc.reason[:300]})
-                await self.outbox.reject(rows, f"HTTP {exc.status}: {exc.reason}")
-                return
-            middle = len(rows) // 2
-            await self._send(rows[:middle])
-            await self._send(rows[middle:])
-            return
-        await self.outbox.remove([row_id for row_id, _ in rows])
-        self._sent.inc(len(rows))
-        self._batches.inc()
+    async def _refused(self, part: Sequence[Row], exc: HopRejected) -> list[Sequence[Row]]:
+        """What is left to send of a part enrichment refused (400/422, 413): its two halves, or, for one event
+        alone, nothing (it moves to the outbox's ``rejected`` table)."""
+        if len(part) > 1:
+            middle = len(part) // 2
+            return [part[:middle], part[middle:]]
+        log.error("enrichment refused an event for good; kept in the outbox's rejected table",
+                  extra={"status": exc.status, "reason": exc.reason[:300]})
+        await self.outbox.reject(part, f"HTTP {exc.status}: {exc.reason}")
+        return []
 
     def _note(self, problem: str) -> None:
         if problem != self.problem:

@@ -268,19 +268,22 @@ class Outbox:
         await self._transaction(_delete, _removed)
 
     async def reject(self, rows: Sequence[tuple[int, bytes]], reason: str) -> None:
-        """Move events enrichment refused for good out of the outbox, into ``rejected``."""
+        """Move events enrichment refused for good out of the outbox, into ``rejected`` (rows no longer in the
+        outbox are left alone, so the counters follow the file)."""
         now = time.time()
 
-        def _move(conn: sqlite3.Connection) -> None:
+        def _move(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
+            moved = [(row_id, body) for row_id, body in rows
+                     if conn.execute("DELETE FROM outbox WHERE id = ?", (row_id,)).rowcount]
             conn.executemany("INSERT INTO rejected (created, reason, body) VALUES (?, ?, ?)",
-                             [(now, reason, body) for _, body in rows])
-            conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i, _ in rows])
+                             [(now, reason, body) for _, body in moved])
+            return moved
 
-        def _moved(_: None) -> None:
-            self._forget([row_id for row_id, _ in rows])
-            self.count -= len(rows)
-            self.bytes -= sum(len(body) for _, body in rows)
-            self._rejected.inc(len(rows))
+        def _moved(moved: list[tuple[int, bytes]]) -> None:
+            self._forget([row_id for row_id, _ in moved])
+            self.count -= len(moved)
+            self.bytes -= sum(len(body) for _, body in moved)
+            self._rejected.inc(len(moved))
 
         await self._transaction(_move, _moved)
 
