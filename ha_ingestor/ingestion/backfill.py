@@ -38,6 +38,9 @@ MIN_WINDOW_US, FIRST_WINDOW_US, MAX_WINDOW_US = 50_000, 250_000, 3_600_000_000
 # Aim for replies of about this many states (~1 MB): turning a reply into events runs on the event loop that
 # also reads the live stream, and HA drops a reader that falls 4,096 messages behind (0.2 s at 20,000/s).
 TARGET_ROWS = 2_000
+# A gap whose history command HA refused (e.g. while its history integration is not loaded yet) is tried
+# again on the next connections; after this many refusals it is marked failed, with HA's error.
+MAX_ATTEMPTS = 5
 
 
 def _state(entity_id: str, row: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -101,21 +104,27 @@ class Backfiller:
         self._gaps = metrics.counter("gaps_backfilled", "Gaps in the live stream that backfill filled")
 
     async def fill_pending(self, call: Call, entity_ids: Sequence[str]) -> None:
-        """Fill every pending gap over this connection (``call`` sends a command)."""
-        for gap in await self.outbox.gaps("pending"):
-            self.running = gap
-            try:
-                states = await self.fill(gap, call, entity_ids)
-            except CommandFailed as exc:
-                log.error("backfill failed", extra={"gap": gap.id, "error": str(exc)})
-                await self.outbox.finish_gap(gap.id, "failed", 0, str(exc))
-                continue
-            finally:
-                self.running = None
-            await self.outbox.finish_gap(gap.id, "done", states)
-            self._gaps.inc()
-            log.info("gap backfilled", extra={
-                "gap": gap.id, "states": states, "seconds": round(((gap.end_us or 0) - gap.start_us) / 1e6, 1)})
+        """Fill every pending gap over this connection (``call`` sends a command), oldest first. One HA refuses
+        stays pending for the next connection, up to MAX_ATTEMPTS times."""
+        after = 0
+        while gaps := await self.outbox.gaps("pending", 100, after_id=after):
+            for gap in gaps:
+                after = gap.id
+                self.running = gap
+                try:
+                    states = await self.fill(gap, call, entity_ids)
+                except CommandFailed as exc:
+                    given_up = await self.outbox.gap_failed(gap.id, str(exc), MAX_ATTEMPTS)
+                    log.error("backfill failed" + ("; giving up on this gap" if given_up else
+                                                   "; trying again on the next connection"),
+                              extra={"gap": gap.id, "attempt": gap.attempts + 1, "error": str(exc)})
+                    continue
+                finally:
+                    self.running = None
+                await self.outbox.finish_gap(gap.id, "done", states)
+                self._gaps.inc()
+                log.info("gap backfilled", extra={
+                    "gap": gap.id, "states": states, "seconds": round(((gap.end_us or 0) - gap.start_us) / 1e6, 1)})
 
     async def fill(self, gap: Gap, call: Call, entity_ids: Sequence[str]) -> int:
         end = (gap.end_us or int(time.time() * 1_000_000)) + self.margin_us

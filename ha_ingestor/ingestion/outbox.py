@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS gaps (
     filled_us INTEGER,             -- backfill progress: everything before it is in the outbox
     created REAL NOT NULL,
     finished REAL,
-    error TEXT NOT NULL DEFAULT ''
+    error TEXT NOT NULL DEFAULT '',
+    attempts INTEGER NOT NULL DEFAULT 0  -- backfills that failed (HA refused the history command)
 );
 CREATE TABLE IF NOT EXISTS rejected (id INTEGER PRIMARY KEY, created REAL NOT NULL, reason TEXT NOT NULL,
                                      body BLOB NOT NULL);
@@ -82,13 +83,14 @@ class Gap:
     created: float
     finished: float | None
     error: str
+    attempts: int
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "id": self.id, "start_us": self.start_us, "end_us": self.end_us, "reason": self.reason,
             "status": self.status, "states_backfilled": self.states, "filled_us": self.filled_us,
             "created": self.created,
-            "finished": self.finished, "error": self.error,
+            "finished": self.finished, "error": self.error, "failed_attempts": self.attempts,
             "seconds": None if self.end_us is None else round((self.end_us - self.start_us) / 1e6, 3),
         }
 
@@ -130,8 +132,11 @@ class Outbox:
                                            "in-memory tail (after a restart, or an outage that outgrew the tail)")
 
     def _upgrade(self) -> None:
-        """Outboxes made before ids were AUTOINCREMENT: copy into the new layout, keeping every row and id."""
+        """Outboxes made before ids were AUTOINCREMENT: copy into the new layout, keeping every row and id.
+        Before gaps counted failed attempts: add the column."""
         conn = self.db.conn
+        if "attempts" not in {row[1] for row in conn.execute("PRAGMA table_info(gaps)")}:
+            conn.execute("ALTER TABLE gaps ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")
         sql = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'outbox'").fetchone()[0]
         if "AUTOINCREMENT" in sql.upper():
             return
@@ -316,6 +321,12 @@ class Outbox:
             "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (key, value)))
 
+    async def start_watermark(self, us: int) -> None:
+        """Give a new outbox its first watermark (the first subscription), so a disconnect before the first
+        event opens a gap too; an existing watermark is left alone."""
+        await self.db.run(lambda: self.db.conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('watermark_us', ?) ON CONFLICT (key) DO NOTHING", (str(us),)))
+
     @property
     def watermark_us(self) -> int | None:
         value = self.get_meta("watermark_us")
@@ -348,12 +359,26 @@ class Outbox:
             "UPDATE gaps SET status = ?, states = ?, finished = ?, error = ? WHERE id = ?",
             (status, states, time.time(), error, gap_id)))
 
-    async def gaps(self, status: str | None = None, limit: int = 100) -> list[Gap]:
+    async def gap_failed(self, gap_id: int, error: str, max_attempts: int) -> bool:
+        """A backfill of the gap failed: it stays pending for the next connection until ``max_attempts``
+        failures, then it is ``failed``. True when it failed for good."""
+        def _update() -> bool:
+            row = self.db.conn.execute(
+                "UPDATE gaps SET attempts = attempts + 1, error = ?, "
+                "status = CASE WHEN attempts + 1 >= ? THEN 'failed' ELSE 'pending' END, "
+                "finished = CASE WHEN attempts + 1 >= ? THEN ? ELSE finished END WHERE id = ? RETURNING status",
+                (error, max_attempts, max_attempts, time.time(), gap_id)).fetchone()
+            return row is not None and row[0] == "failed"
+
+        return await self.db.run(_update)
+
+    async def gaps(self, status: str | None = None, limit: int = 100, after_id: int = 0) -> list[Gap]:
+        """The newest gaps (``status`` None), or the oldest with that status and an id above ``after_id``."""
         def _read() -> list[tuple[Any, ...]]:
-            cols = "id, start_us, end_us, reason, status, states, filled_us, created, finished, error"
+            cols = "id, start_us, end_us, reason, status, states, filled_us, created, finished, error, attempts"
             if status is None:
                 return self.db.conn.execute(f"SELECT {cols} FROM gaps ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
-            return self.db.conn.execute(f"SELECT {cols} FROM gaps WHERE status = ? ORDER BY id LIMIT ?",
-                                        (status, limit)).fetchall()
+            return self.db.conn.execute(f"SELECT {cols} FROM gaps WHERE status = ? AND id > ? ORDER BY id LIMIT ?",
+                                        (status, after_id, limit)).fetchall()
 
         return [Gap(*row) for row in await self.db.run(_read)]

@@ -105,7 +105,9 @@ class Ingestion:
         self.ha_version = ""
         self.subscribed_to: list[str] = []
         self.token_scope = ""  # "admin", or why only some events are captured
-        self.entity_ids: set[str] = set()
+        # Every entity seen in get_states, kept across restarts: backfill asks for all of them, so an entity
+        # removed during a gap still has its last changes recovered.
+        self.entity_ids: set[str] = {e for e in (outbox.get_meta("entity_ids") or "").split(",") if e}
         self.last_event_time = 0.0
         self.last_event_received = 0.0
         self._intake: list[bytes] = []
@@ -297,6 +299,7 @@ class Ingestion:
             self.entity_ids |= {s["entity_id"] for s in states if isinstance(s, dict) and "entity_id" in s}
             await self.outbox.set_meta("entity_ids", ",".join(sorted(self.entity_ids)))
             await self.outbox.close_open_gaps(subscribed_us)
+            await self.outbox.start_watermark(subscribed_us)
             self.ha_version = conn.ha_version
             self.connected_since = time.time()
             self._set_state("subscribed", "")
@@ -363,9 +366,7 @@ class Ingestion:
             return
         # HA's recorder commits every few seconds (5 s by default): wait so the gap's end is in its database.
         await asyncio.sleep(self.config.backfill_delay)
-        known = self.outbox.get_meta("entity_ids") or ""
-        entity_ids = self.entity_ids | {e for e in known.split(",") if e}
-        await self.backfiller.fill_pending(conn.call, sorted(entity_ids))
+        await self.backfiller.fill_pending(conn.call, sorted(self.entity_ids))
 
     # ------------------------------------------------------------------ registries
 

@@ -101,6 +101,29 @@ async def test_a_dropped_connection_is_reconnected_and_nothing_is_lost(
         stack.stop()
 
 
+async def test_events_fired_while_disconnected_before_the_first_one_arrived_are_backfilled(
+        tmp_path: Path, influxd: Influxd, influx_db: str) -> None:
+    # A fresh install: subscribed, but no event has arrived yet, so no event gave the outbox a watermark.
+    stack = Stack(tmp_path, influx_url=influxd.url, database=influx_db, sim_args=["--paused", "--mix", "0"],
+                  extra_env={"BACKFILL_DELAY_S": "0.5"})
+    try:
+        stack.start("simulator", "enrichment", "ingestion")
+        assert stack.sim("/sim/drop")["dropped"] >= 1
+        fired = stack.sim("/sim/fire", {"count": 50})["fired"]  # while ingestion reconnects (≥ 0.5 s)
+        assert fired == 50
+
+        def all_stored() -> bool:
+            rows = influxd.rows('SELECT count("available") FROM "states"', influx_db)
+            return bool(rows) and rows[0]["count"] == fired
+
+        await asyncio.to_thread(wait_for, all_stored, 45, 0.5, f"{fired} points")
+        status, gaps = http_get(stack.url("ingestion") + "/gaps")
+        assert status == 200 and [gap["status"] for gap in gaps["gaps"]] == ["done"]
+        assert gaps["gaps"][0]["states_backfilled"] == fired
+    finally:
+        stack.stop()
+
+
 async def test_enrichment_health_says_503_while_influxd_is_down(tmp_path: Path) -> None:
     server = Influxd(tmp_path / "influx").start()
     stack = Stack(tmp_path, influx_url=server.url, database="down_test")
