@@ -193,6 +193,21 @@ class HaConnection:
     async def close(self) -> None:
         await self.ws.close()
 
+    async def unsubscribe_all(self, timeout: float) -> None:
+        """End every subscription and wait for HA's answers, before a deliberate close. HA sends in order, so
+        every event it sent before an answer has been handled by then; closing at once instead would discard
+        the frames still on the way (aiohttp reads up to HA's close reply and drops the rest), and events that
+        are not states cannot be backfilled. Best effort: on no answer in ``timeout`` the caller closes anyway."""
+        ids = list(self._handlers)
+        calls = [self.call({"type": "unsubscribe_events", "subscription": sub_id}, timeout) for sub_id in ids]
+        try:
+            await asyncio.wait_for(asyncio.gather(*calls), timeout)
+        except (ConnectionLost, CommandFailed, TimeoutError) as exc:
+            log.info("could not end the subscriptions before closing", extra={"error": str(exc)})
+        finally:
+            for sub_id in ids:
+                self._handlers.pop(sub_id, None)
+
     # ------------------------------------------------------------------ reading
 
     async def read_forever(self) -> None:

@@ -40,6 +40,9 @@ from .outbox import Outbox
 
 log = logging.getLogger(__name__)
 
+# At a clean stop: how long HA gets to confirm the end of the subscriptions (see HaConnection.unsubscribe_all).
+UNSUBSCRIBE_TIMEOUT_S = 2.0
+
 REGISTRY_EVENTS = frozenset({
     "entity_registry_updated", "device_registry_updated", "area_registry_updated",
     "floor_registry_updated", "label_registry_updated", "core_config_updated",
@@ -147,6 +150,7 @@ class Ingestion:
         """Graceful stop: stop reading, commit what was received, try to forward the outbox in time."""
         self._stopping = True
         if self._conn is not None:
+            await self._conn.unsubscribe_all(UNSUBSCRIBE_TIMEOUT_S)
             await self._conn.close()
         await self._flush_intake(force=True)
         end = time.monotonic() + deadline
@@ -244,6 +248,9 @@ class Ingestion:
                     attempt += 1
                     await self._backoff(attempt, str(exc))
                     continue
+                if self._stopping:  # stop() came while connecting: do not subscribe
+                    await conn.close()
+                    break
                 self._conn = conn
                 self._connections += 1
                 if self._connections > 1:
