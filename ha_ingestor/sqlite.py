@@ -122,8 +122,9 @@ def transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T])
     conn.execute("BEGIN IMMEDIATE")
     try:
         result = fn(conn)
+        conn.execute("COMMIT")  # may fail too (disk full): then roll back, or the next BEGIN would fail
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
     return result

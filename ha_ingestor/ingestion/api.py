@@ -24,7 +24,8 @@ def build(ingestion: Ingestion, metrics: Registry, *, service: str = "websocket-
     async def health() -> Response:
         """200 only while authenticated to Home Assistant and subscribed; else 503 with the reason."""
         body = {"service": service, "status": "ok" if ingestion.healthy else "unavailable",
-                "reason": "" if ingestion.healthy else f"home assistant: {ingestion.reason or ingestion.state}",
+                "reason": "" if ingestion.healthy else f"outbox: {ingestion.outbox_problem}" if ingestion.outbox_problem
+                else f"home assistant: {ingestion.reason or ingestion.state}",
                 "ha_state": ingestion.state, "subscribed_to": ingestion.subscribed_to or ["all"],
                 "token": ingestion.token_scope or None,
                 "outbox_events": ingestion.outbox.count, "forwarding": ingestion.forwarder.problem or "ok",

@@ -18,13 +18,15 @@ and reconnects when the outbox has drained below 90 %.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
+import sqlite3
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -39,6 +41,8 @@ from .ha_client import HaConnection, Incoming, websocket_url
 from .outbox import Outbox
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # At a clean stop: how long HA gets to confirm the end of the subscriptions (see HaConnection.unsubscribe_all).
 UNSUBSCRIBE_TIMEOUT_S = 2.0
@@ -124,6 +128,7 @@ class Ingestion:
         self._registry_dirty = asyncio.Event()
         self._conn: HaConnection | None = None
         self._stopping = False
+        self.outbox_problem = ""  # why the outbox cannot be written (disk full, I/O error), for /health
         self._received = metrics.counter("events_received", "Events received from Home Assistant")
         self._filtered = metrics.counter("events_filtered", "Events dropped by the include/exclude rules")
         self._reconnects = metrics.counter("ha_reconnects", "Connections to HA after the first")
@@ -162,7 +167,28 @@ class Ingestion:
         if watermark is None:
             return
         if not await self.outbox.gaps("open"):
-            await self.outbox.open_gap(watermark, "ingestion restarted")
+            await self._durably("record the restart's gap", lambda: self.outbox.open_gap(watermark,
+                                                                                         "ingestion restarted"))
+
+    async def _durably(self, what: str, write: Callable[[], Awaitable[T]]) -> T:
+        """An outbox write that must happen: while SQLite fails (disk full, I/O error, read-only file) it is
+        retried with backoff and /health says why; nothing it was to keep is dropped meanwhile."""
+        delay = 0.5
+        while True:
+            try:
+                result = await write()
+            except sqlite3.Error as exc:
+                if not self.outbox_problem:
+                    log.error("cannot write the outbox; retrying (events wait in memory, HA's recorder covers "
+                              "what does not fit)", extra={"action": what, "error": str(exc)})
+                self.outbox_problem = f"cannot write the outbox ({what}): {exc}"
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(5.0, delay * 2)
+                continue
+            if self.outbox_problem:
+                log.info("outbox writable again", extra={"after": self.outbox_problem})
+                self.outbox_problem = ""
+            return result
 
     # ------------------------------------------------------------------ intake → outbox
 
@@ -199,9 +225,10 @@ class Ingestion:
                     await self._wait_outbox_room()
                 batch = self._intake[: self.config.writer_batch]
                 watermark = _time_us(self._intake_times[len(batch) - 1])
+                # Out of the intake only once committed: a failed commit is retried (see _durably).
+                await self._durably("append events", functools.partial(self.outbox.append, batch, watermark))
                 del self._intake[: len(batch)]
                 del self._intake_times[: len(batch)]
-                await self.outbox.append(batch, watermark)
                 if watermark is not None:
                     self.last_event_time = max(self.last_event_time, watermark / 1e6)
                 self.forwarder.notify()
@@ -293,7 +320,7 @@ class Ingestion:
             log.warning("disconnected from Home Assistant", extra={"reason": reason})
         watermark = self.outbox.watermark_us
         if watermark is not None and not await self.outbox.gaps("open"):
-            await self.outbox.open_gap(watermark, reason)
+            await self._durably("record a gap", lambda: self.outbox.open_gap(watermark, reason))
         await self._flush_intake()
 
     async def _session(self, conn: HaConnection) -> None:
@@ -420,7 +447,7 @@ class Ingestion:
 
     @property
     def healthy(self) -> bool:
-        return self.state == "subscribed"
+        return self.state == "subscribed" and not self.outbox_problem
 
     def status(self) -> dict[str, Any]:
         return {
@@ -430,7 +457,7 @@ class Ingestion:
                    "entities": len(self.entity_ids)},
             "outbox": {"events": self.outbox.count, "limit": self.outbox.max_events,
                        "watermark_us": self.outbox.watermark_us,
-                       "checkpoint_problem": self.outbox.db.checkpoint_problem},
+                       "problem": self.outbox_problem, "checkpoint_problem": self.outbox.db.checkpoint_problem},
             "intake": len(self._intake),
             "forwarder": {"problem": self.forwarder.problem, "last_forward": self.forwarder.last_forward or None},
             "backfill": {"running_gap": self.backfiller.running.id if self.backfiller.running else None},
