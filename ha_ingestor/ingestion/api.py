@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
-from fastapi import FastAPI, Query
+from fastapi import Body, FastAPI, Query
+from pydantic import Field
 from starlette.responses import PlainTextResponse, Response
 
 from ..http import json_response, make_app
 from ..metrics import Registry
 from .service import Ingestion
+
+# Row ids of the outbox's rejected table (SQLite integers; 2**53 keeps them exact in every JSON client).
+RejectedIds = Annotated[list[Annotated[int, Field(ge=1, le=2**53)]] | None,
+                        Body(max_length=1000, description="ids to replay (at most 1000); all when absent")]
 
 
 def build(ingestion: Ingestion, metrics: Registry, *, service: str = "websocket-ingestion") -> FastAPI:
@@ -53,5 +59,13 @@ def build(ingestion: Ingestion, metrics: Registry, *, service: str = "websocket-
     async def rejected(limit: int = Query(100, ge=1, le=1000)) -> Response:
         """Events enrichment refused for good (HTTP 4xx), kept instead of dropped."""
         return json_response({"rejected": await ingestion.outbox.rejected(limit)})
+
+    @app.post("/rejected/replay")
+    async def replay_rejected(ids: RejectedIds = None) -> Response:
+        """Send refused events to enrichment again (``ids``, else all of them), once enrichment was fixed or
+        its limits raised: they go back into the outbox, and those refused again return here."""
+        moved = await ingestion.outbox.replay_rejected(ids)
+        ingestion.forwarder.notify()
+        return json_response({"replayed": moved})
 
     return app

@@ -292,6 +292,47 @@ class Outbox:
 
         await self._transaction(_move, _moved)
 
+    async def replay_rejected(self, ids: Sequence[int] | None = None) -> int:
+        """Move refused events (``ids``, else every one kept when the replay began) back into the outbox, in
+        the order they were refused, to be forwarded again — once enrichment was fixed or its limits raised.
+        One refused again returns to ``rejected``. Returns how many were moved."""
+        last = int(await self.db.run(lambda: self.db.conn.execute(
+            "SELECT COALESCE(MAX(id), 0) FROM rejected").fetchone()[0]))
+        moved, after = 0, 0
+        done: list[tuple[list[int], list[bytes], int]] = []
+        while True:
+            def _move(conn: sqlite3.Connection, after: int = after) -> tuple[list[int], list[bytes], int]:
+                if ids is None:
+                    rows = conn.execute("SELECT id, body FROM rejected WHERE id > ? AND id <= ? ORDER BY id "
+                                        "LIMIT 1000", (after, last)).fetchall()
+                else:
+                    marks = ",".join("?" * len(ids))
+                    rows = conn.execute(f"SELECT id, body FROM rejected WHERE id IN ({marks}) ORDER BY id",
+                                        tuple(ids)).fetchall() if ids else []
+                if not rows:
+                    return [], [], 0
+                conn.executemany("INSERT INTO outbox (body) VALUES (?)", [(body,) for _, body in rows])
+                conn.executemany("DELETE FROM rejected WHERE id = ?", [(row_id,) for row_id, _ in rows])
+                last_id = int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'outbox'")
+                              .fetchone()[0])
+                return [row_id for row_id, _ in rows], [bytes(body) for _, body in rows], last_id
+
+            def _committed(result: tuple[list[int], list[bytes], int]) -> None:
+                _, bodies, last_id = result
+                if bodies:  # like an append (see there)
+                    size = sum(len(body) for body in bodies)
+                    self._remember(last_id, bodies, size)
+                    self.count += len(bodies)
+                    self.bytes += size
+                done.append(result)
+
+            await self._transaction(_move, _committed)
+            taken, bodies, _ = done.pop()
+            moved += len(bodies)
+            if ids is not None or not taken:
+                return moved
+            after = taken[-1]
+
     async def _transaction(self, fn: Callable[[sqlite3.Connection], T], committed: Callable[[T], None]) -> None:
         """Run ``fn`` in a transaction, then ``committed(result)`` on the event loop — also when the caller is
         cancelled meanwhile: the commit on the database thread cannot be stopped, so what memory says about

@@ -124,6 +124,42 @@ async def test_events_fired_while_disconnected_before_the_first_one_arrived_are_
         stack.stop()
 
 
+async def test_an_event_enrichment_refused_is_kept_and_replayed_once_the_cause_is_fixed(
+        tmp_path: Path, influxd: Influxd, influx_db: str) -> None:
+    # Enrichment's body limit is below one event with a big attribute: it answers 413 to that event alone.
+    stack = Stack(tmp_path, influx_url=influxd.url, database=influx_db, sim_args=["--paused"],
+                  extra_env={"MAX_BODY_BYTES": "20000"})
+    try:
+        stack.start("simulator", "enrichment", "ingestion")
+        status, _ = http_post(stack.url("simulator") + "/api/states/sensor.big_blob",
+                              {"state": "1", "attributes": {"blob": "x" * 30_000}}, token=stack.token)
+        assert status in (200, 201)
+        ingestion = stack.url("ingestion")
+
+        def refused() -> list[dict[str, object]]:
+            return list(http_get(ingestion + "/rejected")[1]["rejected"])
+
+        kept = await asyncio.to_thread(wait_for, refused, 30, 0.2, "the refused event")
+        assert len(kept) == 1 and "HTTP 413" in str(kept[0]["reason"])
+        assert kept[0]["event"]["data"]["entity_id"] == "sensor.big_blob"  # type: ignore[index]
+        assert http_post(ingestion + "/rejected/replay", [10**9])[1] == {"replayed": 0}  # no such id
+
+        stack.services["enrichment"].terminate()
+        stack.extra_env["MAX_BODY_BYTES"] = str(2**20)  # the cause, fixed
+        stack.start("enrichment")
+        assert http_post(ingestion + "/rejected/replay", body=b"")[1] == {"replayed": 1}
+
+        def stored() -> bool:
+            rows = influxd.rows("SELECT \"attr_blob_str\" FROM \"states\" WHERE \"entity_id\" = 'sensor.big_blob'",
+                                influx_db)
+            return bool(rows) and rows[0]["attr_blob_str"] == "x" * 30_000
+
+        await asyncio.to_thread(wait_for, stored, 30, 0.2, "the replayed event stored")
+        assert refused() == []
+    finally:
+        stack.stop()
+
+
 async def test_enrichment_health_says_503_while_influxd_is_down(tmp_path: Path) -> None:
     server = Influxd(tmp_path / "influx").start()
     stack = Stack(tmp_path, influx_url=server.url, database="down_test")
