@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import orjson
@@ -19,6 +20,8 @@ from ..model import Batch, decode_batch, decode_event, validate
 from ..settings import HOME_ID_PATTERN
 from .pipeline import Outcome, Pipeline
 from .spool import SpoolFull
+
+log = logging.getLogger(__name__)
 
 # Years whose every instant fits InfluxDB's signed 64-bit nanoseconds, whatever the UTC offset: 1678-2261.
 _STORABLE_YEAR = r"^(?:1(?:6(?:7[89]|[89][0-9])|[7-9][0-9][0-9])|2(?:[01][0-9][0-9]|2(?:[0-5][0-9]|6[01])))-"
@@ -77,6 +80,21 @@ def _check_home(home_id: str) -> Response | None:
     return None
 
 
+class _NotTheRequest(Exception):
+    """Making an accepted batch durable failed for a reason of enrichment's own (a SQLite error, a bug)."""
+
+
+async def _durable(call: Awaitable[Outcome]) -> Outcome:
+    """``pipeline.accept``: a failure there is never the request's fault, whatever its type (a ValueError
+    deep in a write is not a 400), so the sender keeps the batch and retries."""
+    try:
+        return await call
+    except SpoolFull:
+        raise
+    except Exception as exc:
+        raise _NotTheRequest(f"{exc.__class__.__name__}: {exc}") from exc
+
+
 async def _answer(call: Any) -> Response:
     try:
         outcome: Outcome = await call
@@ -86,6 +104,9 @@ async def _answer(call: Any) -> Response:
         return error(400, str(exc))
     except SpoolFull as exc:
         return json_response({"error": f"store unavailable and spool full: {exc}"}, 503, headers={"Retry-After": "5"})
+    except _NotTheRequest as exc:
+        log.exception("cannot make an accepted batch durable; the sender keeps it and retries")
+        return error(500, f"enrichment could not make the batch durable: {exc}")
     return json_response(outcome.as_dict(), 202 if outcome.spooled else 200)
 
 
@@ -108,7 +129,7 @@ def build(pipeline: Pipeline, metrics: Registry, *, service: str = "enrichment-p
             event = validate(raw)
             batch = Batch([raw], home_id)
             wrapped = b'{"home_id":"' + home_id.encode() + b'","events":[' + body + b"]}"
-            return await pipeline.accept(wrapped, batch, [event])
+            return await _durable(pipeline.accept(wrapped, batch, [event]))
 
         return await _answer(run())
 
@@ -122,7 +143,7 @@ def build(pipeline: Pipeline, metrics: Registry, *, service: str = "enrichment-p
             if not HOME_ID_PATTERN.match(batch.home_id):
                 raise EventInvalid("home_id", "letters, digits, '_', '.', '-', starting with a letter or digit")
             events = [validate(raw, i) for i, raw in enumerate(batch.events)]
-            return await pipeline.accept(body, batch, events)
+            return await _durable(pipeline.accept(body, batch, events))
 
         return await _answer(run())
 
@@ -152,6 +173,10 @@ def build(pipeline: Pipeline, metrics: Registry, *, service: str = "enrichment-p
             await pipeline.store.check()
         except StoreUnavailable as exc:
             return json_response({"service": service, "status": "unavailable", "reason": f"store: {exc}",
+                                  "spool": pipeline.spool.depth()}, 503)
+        if pipeline.drain_problem:
+            return json_response({"service": service, "status": "unavailable",
+                                  "reason": f"spool: cannot drain: {pipeline.drain_problem}",
                                   "spool": pipeline.spool.depth()}, 503)
         if intake_problem is not None and (problem := intake_problem()):
             return json_response({"service": service, "status": "unavailable", "reason": problem,

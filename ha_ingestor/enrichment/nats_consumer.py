@@ -28,6 +28,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
+import msgspec
 import nats.errors
 import orjson
 from nats.aio.client import Client
@@ -118,8 +119,17 @@ class NatsConsumer:
                 await asyncio.sleep(0.5)
                 continue
             self._resolved()
-            for msg in messages:
-                await self.handle(msg)
+            # The messages after the one in hand wait too (behind a slow store, or one waiting out an outage):
+            # keep each in progress until its turn, or ack_wait would hand it to another worker and count a
+            # delivery against max_deliver.
+            waiting = {id(msg): asyncio.create_task(_in_progress(msg, self.config.ack_wait)) for msg in messages}
+            try:
+                for msg in messages:
+                    await _stop(waiting.pop(id(msg)))
+                    await self.handle(msg)
+            finally:
+                for task in waiting.values():
+                    await _stop(task)
 
     async def handle(self, msg: Msg) -> None:
         """Make one message durable (or a dead letter), then ack it."""
@@ -142,9 +152,7 @@ class NatsConsumer:
                 await msg.nak(delay=min(30.0, 0.5 * 2**delivered))
             return
         finally:
-            keepalive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keepalive
+            await _stop(keepalive)
         await msg.ack()
         self._acked.inc()
 
@@ -156,13 +164,14 @@ class NatsConsumer:
             await self._dead_letter(home_id, body, f"malformed batch: {exc}")
             return
         except EventInvalid:
-            # One bad event spoils the typed decode of the whole batch: take it apart and judge each event.
-            data = orjson.loads(body)
-            items = data.get("events") if isinstance(data, dict) else None
-            if not isinstance(items, list):
-                await self._dead_letter(home_id, body, "malformed batch: no events list")
+            # One bad event spoils the typed decode of the whole batch: take it apart (each event's bytes as
+            # sent, not decoded and encoded again) and judge each event.
+            try:
+                loose = _loose_batch.decode(body)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                await self._dead_letter(home_id, body, f"malformed batch: {exc}")
                 return
-            batch, raws = Batch([], str(data.get("home_id") or "")), [orjson.dumps(item) for item in items]
+            batch, raws = Batch([], loose.home_id), [bytes(item) for item in loose.events]
         if batch.home_id != home_id:
             await self._dead_letter(home_id, body, f"batch of home {batch.home_id!r} on the subject of {home_id!r}")
             return
@@ -218,10 +227,24 @@ class NatsConsumer:
         self.problem = problem
 
 
+class _LooseBatch(msgspec.Struct):
+    home_id: str = ""
+    events: list[msgspec.Raw] = msgspec.field(default_factory=list)
+
+
+_loose_batch = msgspec.json.Decoder(_LooseBatch)
+
+
 def _home_of(subject: str) -> str:
     parts = subject.split(".")
     home = parts[-2] if len(parts) >= 3 else ""
     return "" if home == "_" or not HOME_ID_PATTERN.match(home) else home
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _in_progress(msg: Msg, ack_wait: float) -> None:
@@ -237,14 +260,20 @@ async def _registry_watch(kv: KeyValue, pipeline: Pipeline) -> AsyncIterator[Non
     """Every worker follows the registry bucket: each home's latest snapshot, as ingestion put it."""
 
     async def follow() -> None:
-        watcher = await kv.watchall()
-        async for entry in watcher:
-            if entry is None or entry.value is None or entry.operation is not None:
-                continue  # the end of the initial values, or a delete
+        while True:  # a broken watch (NATS reconnecting, a timeout) is started again, never left dead
             try:
-                pipeline.registries.put("" if entry.key == "_" else entry.key, decode_registry(entry.value))
-            except (ValueError, OSError) as exc:
-                log.warning("nats: registry snapshot ignored", extra={"home": entry.key, "error": str(exc)})
+                watcher = await kv.watchall()
+                async for entry in watcher:
+                    if entry is None or entry.value is None or entry.operation is not None:
+                        continue  # the end of the initial values, or a delete
+                    try:
+                        pipeline.registries.put("" if entry.key == "_" else entry.key, decode_registry(entry.value))
+                    except Exception as exc:  # zlib.error, a malformed snapshot: this one only
+                        log.warning("nats: registry snapshot ignored", extra={"home": entry.key, "error": str(exc)})
+            except Exception as exc:
+                log.warning("nats: registry watch interrupted; watching again", extra={
+                    "error": f"{exc.__class__.__name__}: {exc}"})
+            await asyncio.sleep(2.0)
 
     task = asyncio.create_task(follow(), name="nats-registry-watch")
     try:

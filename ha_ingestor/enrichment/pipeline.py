@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import StoreUnavailable
+from ..errors import EventInvalid, StoreUnavailable
 from ..metrics import Histogram, Registry
 from ..model import Batch, Event, RawEvent, decode_batch, decode_event, encode, validate
 from ..sinks.point import Point, Rejected, Store
@@ -24,7 +24,7 @@ from . import enrich
 from .deadletters import DeadLetters
 from .homes import Homes
 from .registry import RegistryCache
-from .spool import Spool, SpoolFull
+from .spool import Spool, Spooled, SpoolFull
 
 # Dead letters replayed in one store write.
 REPLAY_CHUNK = 1000
@@ -95,6 +95,7 @@ class Pipeline:
         self.clock = clock
         self._weather: dict[str, enrich.Weather] = {}
         self.store_down_reason = ""
+        self.drain_problem = ""  # why the spool cannot be drained though the store may be up (e.g. disk full)
         self.last_store_write = 0.0
         self.last_event_time = 0.0
         self._wake = asyncio.Event()
@@ -222,36 +223,67 @@ class Pipeline:
     # ---------------------------------------------------------------- drain
 
     async def drain_forever(self, max_backoff: float = 5.0) -> None:
-        """Write spooled batches, oldest first, whenever there are any."""
+        """Write spooled batches, oldest first, whenever there are any. Never ends on an error: a store outage
+        or a failing SQLite (disk full) is retried with backoff, and ``drain_problem`` says why meanwhile."""
         delay = 0.5
         while True:
-            item = await self.spool.oldest()
-            if item is None:
-                if self.store_down_reason:
-                    await self._probe_store()
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=1.0 if self.store_down_reason else None)
-                except TimeoutError:
-                    pass
-                continue
             try:
-                batch = decode_batch(item.body)
-                events = [validate(raw) for raw in batch.events]
-                await self._write(batch.home_id, events)
+                self._wake.clear()  # before looking: a batch spooled from here on wakes the wait below
+                item = await self.spool.oldest()
+                if item is None:
+                    if self.store_down_reason:
+                        await self._probe_store()
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), timeout=1.0 if self.store_down_reason else None)
+                    except TimeoutError:
+                        pass
+                    continue
+                await self._drain(item)
             except StoreUnavailable as exc:
                 self._store_down(str(exc))
                 wait = exc.retry_after if exc.retry_after is not None else delay
-                delay = min(max_backoff, delay * 2)
-                await asyncio.sleep(wait * random.uniform(0.8, 1.2))
+            except Exception as exc:  # e.g. sqlite3.Error: the batch stays spooled and is tried again
+                if not self.drain_problem:
+                    log.error("cannot drain the spool; retrying", extra={"error": f"{exc.__class__.__name__}: {exc}"})
+                self.drain_problem = f"{exc.__class__.__name__}: {exc}"
+                wait = delay
+            else:
+                if self.drain_problem:
+                    log.info("draining the spool again", extra={"after": self.drain_problem})
+                    self.drain_problem = ""
+                delay = 0.5
+                if not len(self.spool):
+                    log.info("spool drained")
                 continue
-            except Exception as exc:
-                log.error("spooled batch cannot be processed; keeping it as dead letters", extra={"error": str(exc)})
-                await self._spooled_batch_to_dead_letters(item.home_id, item.body, str(exc))
+            delay = min(max_backoff, delay * 2)
+            await asyncio.sleep(wait * random.uniform(0.8, 1.2))
+
+    async def _drain(self, item: Spooled) -> None:
+        """Write one spooled batch, then remove it. Events that no longer validate (a newer version checks
+        more) become dead letters one by one, each replayable; the rest is written."""
+        try:
+            batch = decode_batch(item.body)
+        except (EventInvalid, ValueError) as exc:  # not even a batch any more
+            log.error("spooled batch cannot be decoded; keeping it as a dead letter", extra={"error": str(exc)})
+            await self._spooled_batch_to_dead_letters(item.home_id, item.body, str(exc))
             await self.spool.remove(item)
-            delay = 0.5
-            if not len(self.spool):
-                log.info("spool drained")
+            return
+        events: list[Event] = []
+        invalid: list[tuple[RawEvent, str]] = []
+        for index, raw in enumerate(batch.events):
+            try:
+                events.append(validate(raw, index))
+            except (EventInvalid, ValueError) as exc:
+                invalid.append((raw, str(exc)))
+        await self._write(batch.home_id, events)
+        if invalid:
+            log.error("spooled events no longer valid; keeping them as dead letters", extra={
+                "count": len(invalid), "first_reason": invalid[0][1][:300]})
+            now_ns = int(self.clock() * 1e9)
+            await self._dead_letter(batch.home_id, [
+                Rejected(Point("invalid_event", (), {"error": reason[:1000]}, now_ns), reason) for _, reason in invalid
+            ], [encode(raw) for raw, _ in invalid])
+        await self.spool.remove(item)
 
     async def _probe_store(self) -> None:
         try:
@@ -303,7 +335,8 @@ class Pipeline:
         refused: dict[int, str] = {}
         for letter_id, home_id, event_json in taken:
             try:
-                converted = self.convert(validate(decode_event(event_json)), self._context(home_id))
+                converted = [point for event in _letter_events(event_json)
+                             for point in self.convert(event, self._context(home_id))]
             except Exception as exc:
                 refused[letter_id] = f"replay failed: {exc}"
                 continue
@@ -329,6 +362,18 @@ class Pipeline:
             "last_event_time": self.last_event_time or None,
             "homes": sorted(self.registries.homes()),
         }
+
+
+def _letter_events(body: bytes) -> list[Event]:
+    """The events a dead letter holds: one event, or (kept whole when it could not be processed) a batch."""
+    try:
+        return [validate(decode_event(body))]
+    except (EventInvalid, ValueError) as exc:
+        try:
+            batch = decode_batch(body)
+        except (EventInvalid, ValueError):
+            raise exc from None
+    return [validate(raw, index) for index, raw in enumerate(batch.events)]
 
 
 def _event_json(source: Any) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -20,9 +21,10 @@ _REFUSALS = frozenset({400, 401, 403, 413, 422})
 
 def _retry_after(headers: Any) -> float | None:
     try:
-        return float(headers.get("Retry-After", ""))
+        seconds = float(headers.get("Retry-After", ""))
     except ValueError:
         return None
+    return min(300.0, max(0.0, seconds)) if math.isfinite(seconds) else None  # no hint, or a sane one
 
 
 class HttpHop:

@@ -20,9 +20,11 @@ import asyncio
 import email.utils
 import gzip
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 import aiohttp
@@ -52,15 +54,23 @@ class InfluxConfig:
     gzip: bool = True
 
 
+# A store's Retry-After is honoured up to this (a wrong header must not stop writes for hours).
+MAX_RETRY_AFTER_S = 300.0
+
+
 def _retry_after(headers: Mapping[str, str]) -> float | None:
     value = headers.get("Retry-After")
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+        try:  # an HTTP date; anything else (a proxy's "soon") is no hint at all, not an error
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp() - time.time()
+    return min(MAX_RETRY_AFTER_S, max(0.0, seconds)) if math.isfinite(seconds) else None
 
 
 def _error_text(body: bytes) -> str:
