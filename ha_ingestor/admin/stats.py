@@ -277,6 +277,8 @@ def report(history: Sequence[Sample], now: Sample, live: dict[str, scrape.Series
     out["newest_stored_event_age_s"] = round(now.time - newest, 3) if newest is not None else None
     letters = [body["dead_letters"] for body in enr if isinstance(body.get("dead_letters"), int)]
     out["dead_letters"] = sum(letters) if letters else None
+    # Workers whose count is not known (no answer): a sum of 0 is then no all-clear.
+    out["dead_letters_unknown_workers"] = len(fleet[ENRICHMENT]) - len(letters)
     if len(fleet[INGESTION]) == 1:
         out["ha"] = ing[0].get("ha") if ing else None
     else:

@@ -118,6 +118,15 @@ def test_dashboard_shows_live_rate_and_healthy_services(stack: Stack, browser: C
     WebDriverWait(browser, 30, poll_frequency=0.5).until(lambda d: _rate(d) > 0)
     assert not browser.find_element(By.ID, "login").is_displayed()
 
+    # admin-api gone: the page must not keep showing the last green answer.
+    WebDriverWait(browser, 30, poll_frequency=0.5).until(lambda d: d.find_element(By.ID, "overall").text
+                                                          == "all healthy")
+    stack.services["admin"].terminate()
+    WebDriverWait(browser, 30, poll_frequency=0.5).until(lambda d: d.find_element(By.ID, "overall").text
+                                                          == "admin-api not answering")
+    pills = browser.find_elements(By.CSS_SELECTOR, "#health-list .pill, #dead-count")
+    assert pills and all("ok" not in str(p.get_attribute("class")).split() for p in pills)
+
 
 def test_dashboard_asks_again_when_the_token_is_wrong(stack: Stack, browser: Chrome) -> None:
     browser.get(stack.url("admin") + "/")
