@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import re
 import secrets
 import signal
@@ -18,6 +19,7 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import uvloop
 
@@ -160,7 +162,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     logs.setup("warning", "text", settings.secrets())
     from .verify import Verifier, render_json
 
-    verifier = Verifier(settings, window_s=args.window or settings.VERIFY_WINDOW_S,
+    verifier = Verifier(settings, window_s=settings.VERIFY_WINDOW_S if args.window is None else args.window,
                         baseline_per_min=settings.VERIFY_BASELINE_PER_MIN if args.baseline is None else args.baseline,
                         tolerance=settings.VERIFY_RATE_TOLERANCE)
     progress = None if args.json else (lambda text: print(text, file=sys.stderr, flush=True))
@@ -241,6 +243,19 @@ def cmd_settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def _number(low: float, high: float, kind: type = float) -> Callable[[str], Any]:
+    """An argparse type: a finite number in [low, high], else a message naming the range."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not (math.isfinite(value) and low <= value <= high):
+            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g} (got {text})")
+        return value
+    return parse
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -256,7 +271,8 @@ def parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="all stages in one process (the embedded default)")
     up.add_argument("--demo", action="store_true", help="also run a simulated home and ingest from it")
-    up.add_argument("--demo-port", type=int, default=0, help="port of the simulated home (default: a free one)")
+    up.add_argument("--demo-port", type=_number(1, 65535, int), default=0,
+                    help="port of the simulated home (default: a free one)")
     up.add_argument("--demo-rate", type=float, default=10.0, help="events per second of the simulated home")
     up.add_argument("--demo-entities", type=int, default=60)
     up.set_defaults(func=cmd_up)
@@ -302,8 +318,9 @@ def parser() -> argparse.ArgumentParser:
     health.set_defaults(func=cmd_health)
 
     ver = sub.add_parser("verify", help="check a running deployment against the migration plan's success criteria")
-    ver.add_argument("--window", type=float, default=None, help="seconds of traffic to judge (VERIFY_WINDOW_S)")
-    ver.add_argument("--baseline", type=float, default=None,
+    ver.add_argument("--window", type=_number(5, 3600), default=None,
+                     help="seconds of traffic to judge (VERIFY_WINDOW_S)")
+    ver.add_argument("--baseline", type=_number(0, 1e9), default=None,
                      help="expected events per minute (VERIFY_BASELINE_PER_MIN, default 17)")
     ver.add_argument("--json", action="store_true", help="print the report as JSON")
     ver.set_defaults(func=cmd_verify)

@@ -31,7 +31,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from .errors import CommandFailed, ConnectionLost, StoreUnavailable
+from .errors import HomeAssistantError, StoreUnavailable
 from .ingestion.filter import entity_filter
 from .ingestion.ha_client import HaConnection, websocket_url
 from .metrics import Registry
@@ -101,13 +101,18 @@ def parse_metrics(text: str) -> dict[str, float]:
 
 
 def delta(before: dict[str, float], after: dict[str, float], name: str) -> float:
-    return after.get(name, 0.0) - before.get(name, 0.0)
+    """How much a counter grew over the window; one that went down was reset (its service restarted in the
+    window) and counts from 0: what it counted before the restart is not known, so this is a lower bound."""
+    old, new = before.get(name, 0.0), after.get(name, 0.0)
+    return new - old if new >= old else new
 
 
 def histogram_quantile(before: dict[str, float], after: dict[str, float], name: str, q: float) -> tuple[float, int]:
     """(upper bound of the bucket holding the q-quantile, observations) over the window; inf when none."""
     buckets: list[tuple[float, float]] = []
     prefix = name + '_bucket{le="'
+    if after.get(prefix + '+Inf"}', 0.0) < before.get(prefix + '+Inf"}', 0.0):
+        before = {}  # the service restarted in the window: its histogram starts from 0
     for key, value in after.items():
         if key.startswith(prefix):
             le = key[len(prefix):-2]
@@ -133,14 +138,17 @@ async def stored_state_times(settings: Settings, start_ns: int, end_ns: int) -> 
         path = settings.data_dir / "store.sqlite"
         if not path.exists():
             raise StoreUnavailable(f"embedded store {path} does not exist (is DATA_DIR the deployment's?)")
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
         try:
-            sql = "SELECT series, time_ns FROM points WHERE time_ns BETWEEN ? AND ?"
-            if not homeassistant:
-                sql += " AND measurement = 'states'"
-            rows = conn.execute(sql, (start_ns, end_ns)).fetchall()
-        finally:
-            conn.close()
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+            try:
+                sql = "SELECT series, time_ns FROM points WHERE time_ns BETWEEN ? AND ?"
+                if not homeassistant:
+                    sql += " AND measurement = 'states'"
+                rows = conn.execute(sql, (start_ns, end_ns)).fetchall()
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot read the embedded store {path}: {exc}") from None
         for series, time_ns in rows:
             tags = orjson.loads(series)
             entity = _entity(tags, homeassistant)
@@ -323,27 +331,34 @@ class Verifier:
 
     def rate(self, ib: dict[str, float], ia: dict[str, float], eb: dict[str, float],
              ea: dict[str, float]) -> Criterion:
+        if not ia or not ea:
+            return Criterion("event rate vs baseline", False, _unread(ia, ea))
         received = delta(ib, ia, "events_received_total")
         stored = delta(eb, ea, "events_stored_total")
         per_min = received / self.window_s * 60
         floor = self.baseline * (1 - self.tolerance)
+        # Both: events received but not stored are not a migration that works.
         return Criterion(
-            "event rate vs baseline", per_min >= floor,
+            "event rate vs baseline", per_min >= floor and stored / self.window_s * 60 >= floor,
             f"{per_min:.1f} events/min received, {stored / self.window_s * 60:.1f}/min stored "
             f"(baseline {self.baseline:g}/min, at least {floor:g})",
             {"received_per_min": round(per_min, 2), "stored_per_min": round(stored / self.window_s * 60, 2),
              "baseline_per_min": self.baseline})
 
     def hop_latency(self, before: dict[str, float], after: dict[str, float]) -> Criterion:
+        if not after:
+            return Criterion("hop latency p95 < 100 ms", False, _unread(after, {"": 0.0}))
         p95, n = histogram_quantile(before, after, "hop_request_seconds", 0.95)
-        if n == 0:
-            return Criterion("hop latency p95 < 100 ms", False, "no hop requests in the window")
+        if n == 0:  # nothing crossed the hop (a quiet home): nothing to judge; the rate criterion says why
+            return Criterion("hop latency p95 < 100 ms", None, "no hop requests in the window")
         return Criterion("hop latency p95 < 100 ms", p95 < HOP_P95_LIMIT_S or math.isclose(p95, HOP_P95_LIMIT_S),
                          f"p95 ≤ {p95 * 1000:g} ms over {n} requests",
                          {"p95_ms_at_most": None if math.isinf(p95) else p95 * 1000, "requests": n})
 
     def error_rate(self, ib: dict[str, float], ia: dict[str, float], eb: dict[str, float],
                    ea: dict[str, float]) -> Criterion:
+        if not ia or not ea:
+            return Criterion("error rate < 1 %", False, _unread(ia, ea))
         failed = delta(ib, ia, "hop_retries_total")
         ok = delta(ib, ia, "batches_forwarded_total")
         refused = delta(ib, ia, "events_rejected_by_enrichment_total") + delta(eb, ea, "events_dead_lettered_total")
@@ -363,7 +378,7 @@ class Verifier:
         await asyncio.sleep(RECORDER_COMMIT_S)
         try:
             recorded, _ = await recorded_state_times(self.settings, start_us, end_us)
-        except (ConnectionLost, CommandFailed) as exc:
+        except HomeAssistantError as exc:  # unreachable, a refused command, or a token HA rejects
             return Criterion(name, False, f"cannot read HA's history: {exc}")
         total = sum(len(v) for v in recorded.values())
         missing: dict[str, int] = {}
@@ -387,6 +402,12 @@ class Verifier:
         return Criterion(name, total > 0 and not missing if self.baseline > 0 else not missing, figure,
                          {"recorded": total, "entities": len(recorded), "missing": lost,
                           "missing_by_entity": missing})
+
+
+def _unread(ingestion: dict[str, float], enrichment: dict[str, float]) -> str:
+    missing = [name for name, figures in (("websocket-ingestion", ingestion), ("enrichment-pipeline", enrichment))
+               if not figures]
+    return f"/metrics of {' and '.join(missing)} did not answer at the end of the window"
 
 
 def render_json(report: Report) -> str:
