@@ -56,7 +56,7 @@ def bucket_delta(before: Series | None, after: Series, name: str, labels: str = 
     if before is None:
         return now
     then = dict(buckets(before, name, labels))
-    if not then or (now and then.get(now[-1][0], 0.0) > now[-1][1]):
+    if not then or any(then.get(bound, 0.0) > count for bound, count in now):  # a count went down: a restart
         return now
     return [(bound, count - then.get(bound, 0.0)) for bound, count in now]
 

@@ -172,12 +172,12 @@ def percentiles(samples: Sequence[Sample], instances: Sequence[str], histogram: 
     every instance added together; ``labels`` picks labelled buckets (``'home="north",'``)."""
     merged: dict[float, float] = {}
     for instance in instances:
-        first = next((s.series[instance] for s in samples if s.series.get(instance) is not None), None)
-        last = samples[-1].series.get(instance)
-        if last is None or first is None or first is last:
-            continue
-        for bound, count in scrape.bucket_delta(first, last, histogram, labels):
-            merged[bound] = merged.get(bound, 0.0) + count
+        # Summed scrape to scrape, so a restart between two scrapes (a reset) is seen where it happened; the
+        # first scrape against the last could not tell a restart once the new counts outgrew the old.
+        series = [found for s in samples if (found := s.series.get(instance)) is not None]
+        for before, after in pairwise(series):
+            for bound, count in scrape.bucket_delta(before, after, histogram, labels):
+                merged[bound] = merged.get(bound, 0.0) + count
     cumulative = sorted(merged.items())
     if not cumulative:
         return {"p50": None, "p95": None, "p99": None, "count": 0}

@@ -97,6 +97,13 @@ def test_percentiles_come_from_bucket_growth_within_the_window() -> None:
     assert 0.01 < result["p95"] <= 0.1  # type: ignore[operator]
     assert stats.percentiles([after], [ING], "hop_request_seconds")["p50"] is None
 
+    # Restarted after `after`, then more observations than before the restart: seen scrape by scrape.
+    restarted = hist({"0.001": 0, "0.01": 5, "0.1": 10, "+Inf": 10})
+    later = hist({"0.001": 0, "0.01": 5, "0.1": 1300, "+Inf": 1300})
+    result = stats.percentiles([before, after, restarted, later], [ING], "hop_request_seconds")
+    assert result["count"] == 100 + 1300  # first against last would say 300 and put p50 in the fast bucket
+    assert 0.01 < result["p50"] <= 0.1  # type: ignore[operator]
+
 
 def test_the_chart_series_leaves_a_gap_where_no_scrape_ended() -> None:
     history = [sample(0, 0, 0), sample(5, 50, 50), sample(30, 300, 300), sample(35, 350, 350)]
