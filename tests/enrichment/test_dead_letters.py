@@ -4,6 +4,8 @@ cap, and replayed all of them, chunk by chunk."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
@@ -42,6 +44,19 @@ def _count(metrics: Registry, name: str, home: str) -> float:
     return 0.0 if found is None else found.value
 
 
+@contextlib.asynccontextmanager
+async def _pipeline(influxd: Influxd, database: str, tmp_path: Path, metrics: Registry) -> AsyncIterator[Pipeline]:
+    """A pipeline writing to the real influxd, its spool and dead letters in a SQLite file of its own."""
+    db = SqliteWorker(tmp_path / "enrichment.sqlite")
+    store = InfluxStore(InfluxConfig(url=influxd.url, database=database), metrics)
+    await store.start()
+    try:
+        yield Pipeline(store, Spool(db, 1 << 20, metrics), DeadLetters(db, metrics), RegistryCache(None), metrics)
+    finally:
+        await store.close()
+        db.close()
+
+
 def test_dead_letters_of_homes_past_the_cap_are_counted_as_other(
         influxd: Influxd, influx_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(homes, "MAX_HOMES", 2)
@@ -51,17 +66,10 @@ def test_dead_letters_of_homes_past_the_cap_are_counted_as_other(
     metrics = Registry()
 
     async def run() -> None:
-        db = SqliteWorker(tmp_path / "enrichment.sqlite")
-        store = InfluxStore(InfluxConfig(url=influxd.url, database=influx_db), metrics)
-        pipeline = Pipeline(store, Spool(db, 1 << 20, metrics), DeadLetters(db, metrics), RegistryCache(None), metrics)
-        await store.start()
-        try:
+        async with _pipeline(influxd, influx_db, tmp_path, metrics) as pipeline:
             for home_id in ("north", "south", "east", "west"):
                 outcome = await pipeline.accept_body(_batch(home_id, 42.0))
                 assert outcome.dead_lettered == 1, home_id
-        finally:
-            await store.close()
-            db.close()
 
     asyncio.run(run())
     assert _count(metrics, "events_dead_lettered_by_home", "north") == 1
@@ -81,12 +89,8 @@ def test_replaying_all_dead_letters_goes_through_every_chunk_and_keeps_those_ref
     metrics = Registry()
 
     async def run() -> list[dict[str, int]]:
-        db = SqliteWorker(tmp_path / "enrichment.sqlite")
-        store = InfluxStore(InfluxConfig(url=influxd.url, database=influx_db), metrics)
-        letters = DeadLetters(db, metrics)
-        pipeline = Pipeline(store, Spool(db, 1 << 20, metrics), letters, RegistryCache(None), metrics)
-        await store.start()
-        try:
+        async with _pipeline(influxd, influx_db, tmp_path, metrics) as pipeline:
+            letters = pipeline.dead_letters
             for second in range(7):
                 assert (await pipeline.accept_body(_batch("north", second, second))).dead_lettered == 1
             answers = [await pipeline.replay_dead_letters()]  # the conflict is still there
@@ -96,9 +100,6 @@ def test_replaying_all_dead_letters_goes_through_every_chunk_and_keeps_those_ref
             answers.append(await pipeline.replay_dead_letters())
             assert letters.count == 0
             return answers
-        finally:
-            await store.close()
-            db.close()
 
     first, second, third = asyncio.run(run())
     assert first == {"replayed": 7, "written": 0, "still_refused": 7}
@@ -114,12 +115,8 @@ def test_replay_without_ids_takes_every_dead_letter_not_only_the_first_ten_thous
     count = 10_001
 
     async def run() -> tuple[dict[str, int], int]:
-        db = SqliteWorker(tmp_path / "enrichment.sqlite")
-        store = InfluxStore(InfluxConfig(url=influxd.url, database=influx_db), metrics)
-        letters = DeadLetters(db, metrics)
-        pipeline = Pipeline(store, Spool(db, 1 << 20, metrics), letters, RegistryCache(None), metrics)
-        await store.start()
-        try:
+        async with _pipeline(influxd, influx_db, tmp_path, metrics) as pipeline:
+            letters = pipeline.dead_letters
             # Kept as if refused earlier (what refused them is fixed now); the events are distinct points.
             events = [orjson.dumps(orjson.loads(_batch("north", i, i % 60))["events"][0]) for i in range(count)]
             events = [e.replace(b"sensor.phone_battery", f"sensor.phone_{i}".encode()) for i, e in enumerate(events)]
@@ -127,9 +124,6 @@ def test_replay_without_ids_takes_every_dead_letter_not_only_the_first_ten_thous
             await letters.add("north", [Rejected(point, "field type conflict")] * count, events)
             answer = await pipeline.replay_dead_letters()
             return answer, letters.count
-        finally:
-            await store.close()
-            db.close()
 
     answer, left = asyncio.run(run())
     assert answer == {"replayed": count, "written": count, "still_refused": 0}
