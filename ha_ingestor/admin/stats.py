@@ -172,10 +172,15 @@ def percentiles(samples: Sequence[Sample], instances: Sequence[str], histogram: 
     every instance added together; ``labels`` picks labelled buckets (``'home="north",'``)."""
     merged: dict[float, float] = {}
     for instance in instances:
-        # Summed scrape to scrape, so a restart between two scrapes (a reset) is seen where it happened; the
-        # first scrape against the last could not tell a restart once the new counts outgrew the old.
         series = [found for s in samples if (found := s.series.get(instance)) is not None]
-        for before, after in pairwise(series):
+        if len(series) < 2:
+            continue
+        # A restart shows between two scrapes as the observation count going down (the first scrape against
+        # the last cannot tell once the new count outgrew the old): then sum scrape to scrape. One key per
+        # scrape is cheap; reading every bucket of every scrape is not, with many homes.
+        total = histogram + "_bucket{" + labels + 'le="+Inf"}'
+        reset = any(after.get(total, 0.0) < before.get(total, 0.0) for before, after in pairwise(series))
+        for before, after in pairwise(series) if reset else [(series[0], series[-1])]:
             for bound, count in scrape.bucket_delta(before, after, histogram, labels):
                 merged[bound] = merged.get(bound, 0.0) + count
     cumulative = sorted(merged.items())

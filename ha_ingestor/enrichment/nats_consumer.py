@@ -211,7 +211,7 @@ class NatsConsumer:
             orjson.loads(body)
         except orjson.JSONDecodeError:
             body = orjson.dumps(body.decode("utf-8", "replace"))  # dead letters keep JSON: the text as a string
-        await self.pipeline.dead_letters.add(home_id, [Rejected(point, reason)], [body])
+        await self.pipeline.keep_dead_letters(home_id, [Rejected(point, reason)], [body])
         self._dead.inc()
 
     def _resolved(self) -> None:
@@ -243,8 +243,12 @@ def _home_of(subject: str) -> str:
 
 async def _stop(task: asyncio.Task[None]) -> None:
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
+    try:
         await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise  # we are being cancelled ourselves (shutdown), not only the task we stopped
 
 
 async def _in_progress(msg: Msg, ack_wait: float) -> None:

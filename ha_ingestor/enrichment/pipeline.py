@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -148,7 +149,7 @@ class Pipeline:
         if spool and (self.spool.batches or self.store_down_reason):
             return await self._to_spool(batch.home_id, body, len(events))
         try:
-            stored, dead = await self._write(batch.home_id, events)
+            stored, dead = await self._write_checked(batch.home_id, events)
         except StoreUnavailable as exc:
             self._store_down(str(exc), "spooling accepted batches" if spool else "batches wait in the NATS stream")
             if not spool:
@@ -196,7 +197,7 @@ class Pipeline:
             log.info("store available again", extra={"after": self.store_down_reason})
             self.store_down_reason = ""
         if rejected:
-            await self._dead_letter(home_id, rejected, [_event_json(r.point.source) for r in rejected])
+            await self.keep_dead_letters(home_id, rejected, [_event_json(r.point.source) for r in rejected])
             log.warning("store refused points for good; kept as dead letters",
                         extra={"count": len(rejected), "first_reason": rejected[0].reason[:300]})
         self._stored.inc(len(events))
@@ -275,15 +276,48 @@ class Pipeline:
                 events.append(validate(raw, index))
             except (EventInvalid, ValueError) as exc:
                 invalid.append((raw, str(exc)))
-        await self._write(batch.home_id, events)
+        await self._write_checked(batch.home_id, events)
         if invalid:
             log.error("spooled events no longer valid; keeping them as dead letters", extra={
                 "count": len(invalid), "first_reason": invalid[0][1][:300]})
             now_ns = int(self.clock() * 1e9)
-            await self._dead_letter(batch.home_id, [
+            await self.keep_dead_letters(batch.home_id, [
                 Rejected(Point("invalid_event", (), {"error": reason[:1000]}, now_ns), reason) for _, reason in invalid
             ], [encode(raw) for raw, _ in invalid])
         await self.spool.remove(item)
+
+    async def _write_checked(self, home_id: str, events: Sequence[Event]) -> tuple[int, int]:
+        """:meth:`_write`, but an event the conversion raises on (a bug) does not hold up its batch, live or
+        spooled: it alone is kept as a dead letter (replayable once fixed) and the rest is written. A failure
+        that is not the conversion's (the store, SQLite, the disk) is raised, and the batch is tried again."""
+        try:
+            return await self._write(home_id, events)
+        except (StoreUnavailable, sqlite3.Error, OSError):
+            raise
+        except Exception:
+            failing = self._unconvertible(home_id, events)
+            if not failing:
+                raise
+        log.error("events the conversion cannot take; keeping them as dead letters",
+                  extra={"count": len(failing), "first_reason": next(iter(failing.values()))[:300]})
+        now_ns = int(self.clock() * 1e9)
+        bad = [event for event in events if id(event) in failing]
+        await self.keep_dead_letters(home_id, [
+            Rejected(Point("unconvertible_event", (), {"error": failing[id(e)][:1000]}, now_ns), failing[id(e)])
+            for e in bad], [encode(e.raw) for e in bad])
+        stored, dead = await self._write(home_id, [event for event in events if id(event) not in failing])
+        return stored, dead + len(bad)
+
+    def _unconvertible(self, home_id: str, events: Sequence[Event]) -> dict[int, str]:
+        """id(event) → why, for the events the conversion raises on."""
+        ctx = self._context(home_id)
+        failing: dict[int, str] = {}
+        for event in events:
+            try:
+                self.convert(event, ctx)
+            except Exception as exc:
+                failing[id(event)] = f"cannot convert: {exc.__class__.__name__}: {exc}"
+        return failing
 
     async def _probe_store(self) -> None:
         try:
@@ -296,9 +330,9 @@ class Pipeline:
 
     async def _spooled_batch_to_dead_letters(self, home_id: str, body: bytes, reason: str) -> None:
         point = Point("unprocessable_batch", (), {"error": reason[:1000]}, int(self.clock() * 1e9))
-        await self._dead_letter(home_id, [Rejected(point, reason)], [body])
+        await self.keep_dead_letters(home_id, [Rejected(point, reason)], [body])
 
-    async def _dead_letter(self, home_id: str, rejected: Sequence[Rejected], event_json: Sequence[bytes]) -> None:
+    async def keep_dead_letters(self, home_id: str, rejected: Sequence[Rejected], event_json: Sequence[bytes]) -> None:
         """Every path to a dead letter: kept, then counted for its home (through ``homes``, which caps how many
         homes get series of their own)."""
         await self.dead_letters.add(home_id, rejected, event_json)

@@ -203,10 +203,8 @@ class HaConnection:
         try:
             await asyncio.wait_for(asyncio.gather(*calls), timeout)
         except (ConnectionLost, CommandFailed, TimeoutError) as exc:
+            # Handlers stay: a frame the reader already holds (waiting for intake room) is still delivered.
             log.info("could not end the subscriptions before closing", extra={"error": str(exc)})
-        finally:
-            for sub_id in ids:
-                self._handlers.pop(sub_id, None)
 
     # ------------------------------------------------------------------ reading
 

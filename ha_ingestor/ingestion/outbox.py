@@ -324,6 +324,8 @@ class Outbox:
                     self._remember(last_id, bodies, size)
                     self.count += len(bodies)
                     self.bytes += size
+                    self._in.inc(len(bodies))
+                    self._in_bytes.inc(size)
                 done.append(result)
 
             await self._transaction(_move, _committed)

@@ -154,10 +154,15 @@ class Ingestion:
     async def stop(self, deadline: float = 10.0) -> None:
         """Graceful stop: stop reading, commit what was received, try to forward the outbox in time."""
         self._stopping = True
-        if self._conn is not None:
-            await self._conn.unsubscribe_all(UNSUBSCRIBE_TIMEOUT_S)
-            await self._conn.close()
-        await self._flush_intake(force=True)
+        conn = self._conn  # the connection loop may let go of it meanwhile
+        if conn is not None:
+            await conn.unsubscribe_all(UNSUBSCRIBE_TIMEOUT_S)
+            await conn.close()
+        try:
+            await self._flush_intake(force=True)
+        except sqlite3.Error as exc:  # the outbox cannot be written (see _durably): nothing more to do here
+            log.error("stopping with events not committed to the outbox (HA's recorder has their states)",
+                      extra={"events": len(self._intake), "error": str(exc)})
         end = time.monotonic() + deadline
         while self.outbox.count and time.monotonic() < end and not self.forwarder.problem:
             await asyncio.sleep(0.05)
@@ -178,6 +183,8 @@ class Ingestion:
             try:
                 result = await write()
             except sqlite3.Error as exc:
+                if self._stopping:
+                    raise  # a stop must not wait for a disk with room
                 if not self.outbox_problem:
                     log.error("cannot write the outbox; retrying (events wait in memory, HA's recorder covers "
                               "what does not fit)", extra={"action": what, "error": str(exc)})

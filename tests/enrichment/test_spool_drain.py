@@ -16,6 +16,7 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
+from ha_ingestor.enrichment import enrich
 from ha_ingestor.enrichment.deadletters import DeadLetters
 from ha_ingestor.enrichment.pipeline import Pipeline
 from ha_ingestor.enrichment.registry import RegistryCache
@@ -24,6 +25,7 @@ from ha_ingestor.errors import StoreUnavailable
 from ha_ingestor.harness.influxd import Influxd
 from ha_ingestor.harness.ports import serving
 from ha_ingestor.metrics import Registry
+from ha_ingestor.model import Event
 from ha_ingestor.sinks.influx import InfluxConfig, InfluxStore
 from ha_ingestor.sinks.point import Point, Rejected
 from ha_ingestor.sqlite import SqliteWorker
@@ -134,3 +136,47 @@ def test_a_batch_kept_whole_as_a_dead_letter_is_replayed_event_by_event(
         db.close()
     rows = influxd.rows('SELECT "value" FROM "states"', influx_db)
     assert sorted(row["value"] for row in rows) == [3.0, 4.0, 5.0]
+
+
+def test_an_event_the_conversion_cannot_take_waits_alone_and_the_spool_moves_on(tmp_path: Path) -> None:
+    # A conversion bug is a fault no real event is known to produce: the converter here is the real one,
+    # made to raise for one entity.
+    influxd = Influxd(tmp_path / "influxd").start()
+    metrics = Registry()
+    db = SqliteWorker(tmp_path / "enrichment.sqlite")
+
+    def convert(event: Event, ctx: enrich.Context) -> list[Point]:
+        if event.state_change is not None and event.state_change.entity_id == "sensor.s2":
+            raise KeyError("a bug")
+        return enrich.to_points(event, ctx)
+
+    async def run() -> tuple[int, list[dict[str, object]]]:
+        store = InfluxStore(InfluxConfig(url=influxd.url, database="drain", timeout=2.0), metrics)
+        pipeline = Pipeline(store, Spool(db, 1 << 20, metrics), DeadLetters(db, metrics), RegistryCache(None),
+                            metrics, convert=convert)
+        await store.start()
+        drain = asyncio.create_task(pipeline.drain_forever(max_backoff=0.2))
+        try:
+            await asyncio.to_thread(influxd.stop)
+            assert (await pipeline.accept_body(_batch(4))).spooled == 1  # the store is known to be down now
+            assert (await pipeline.accept_body(_batch(1, 2, 3))).spooled == 3
+            await asyncio.to_thread(influxd.start)
+            await _until(lambda: len(pipeline.spool) == 0, 30, "the spool drained")
+            # Live, the same: the batch is written but for that event, and answered (not a 500 forever).
+            outcome = await pipeline.accept_body(_batch(5, 2))
+            assert (outcome.stored, outcome.dead_lettered) == (1, 1)
+            return pipeline.dead_letters.count, await pipeline.dead_letters.page()
+        finally:
+            drain.cancel()
+            await asyncio.gather(drain, return_exceptions=True)
+            await store.close()
+
+    try:
+        count, letters = asyncio.run(run())
+        assert count == 2 and all("cannot convert: KeyError" in str(letter["reason"]) for letter in letters)
+        assert {letter["event"]["data"]["entity_id"] for letter in letters} == {"sensor.s2"}  # type: ignore[index]
+        rows = influxd.rows('SELECT "value" FROM "states"', "drain")
+        assert sorted(row["value"] for row in rows) == [1.0, 3.0, 4.0, 5.0]
+    finally:
+        db.close()
+        influxd.stop()

@@ -85,6 +85,7 @@ def test_messages_that_fail_for_good_become_dead_letters_and_are_not_redelivered
         assert status == 200 and len(body["dead_letters"]) == 2
         _, metrics = http_get(worker.url("enrichment") + "/metrics")
         assert "events_stored_total 2" in metrics, "the good events were stored"
+        assert 'events_dead_lettered_by_home_total{home="home1"} 2' in metrics, "counted for their home"
         _, recent = http_get(worker.url("enrichment") + "/events/recent?limit=10")
         data = [str(point["fields"].get("data")) for point in recent["points"]]
         assert any('"n":123456789012345678901234567890' in text for text in data), data
