@@ -31,6 +31,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from .admin import scrape
 from .errors import HomeAssistantError, StoreUnavailable
 from .ingestion.filter import entity_filter
 from .ingestion.ha_client import HaConnection, websocket_url
@@ -101,10 +102,8 @@ def parse_metrics(text: str) -> dict[str, float]:
 
 
 def delta(before: dict[str, float], after: dict[str, float], name: str) -> float:
-    """How much a counter grew over the window; one that went down was reset (its service restarted in the
-    window) and counts from 0: what it counted before the restart is not known, so this is a lower bound."""
-    old, new = before.get(name, 0.0), after.get(name, 0.0)
-    return new - old if new >= old else new
+    """How much a counter grew over the window (a restart in it counts from 0: a lower bound)."""
+    return scrape.counter_delta(before.get(name, 0.0), after.get(name, 0.0)) or 0.0
 
 
 def histogram_quantile(before: dict[str, float], after: dict[str, float], name: str, q: float) -> tuple[float, int]:
