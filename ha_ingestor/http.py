@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import hmac
 import logging
+import math
 import socket
+import time
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, MutableMapping
+from datetime import UTC
 from typing import Any
 
 import orjson
@@ -78,6 +82,27 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorBody, "description": "body over MAX_BODY_BYTES"},
     422: {"model": ErrorBody, "description": "invalid input; `field` names what is wrong"},
 }
+
+
+# A Retry-After is honoured up to this (a wrong header must not stop writes or forwarding for hours).
+MAX_RETRY_AFTER_S = 300.0
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds an answer's ``Retry-After`` asks for (a number or an HTTP date), at most MAX_RETRY_AFTER_S;
+    None when there is none, or it is neither (a proxy's "soon" is no hint, not an error)."""
+    value = headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp() - time.time()
+    return min(MAX_RETRY_AFTER_S, max(0.0, seconds)) if math.isfinite(seconds) else None
 
 
 def json_response(content: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:

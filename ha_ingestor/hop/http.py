@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -11,20 +10,13 @@ import aiohttp
 import orjson
 
 from ..errors import HopRejected, HopUnavailable
+from ..http import retry_after
 from ..metrics import Registry
 from .base import batch_body
 
 # What enrichment answers about the events themselves (malformed 400, invalid 422, too large 413) or the
 # credentials (401/403); the forwarder splits or waits on these, and retries everything else.
 _REFUSALS = frozenset({400, 401, 403, 413, 422})
-
-
-def _retry_after(headers: Any) -> float | None:
-    try:
-        seconds = float(headers.get("Retry-After", ""))
-    except ValueError:
-        return None
-    return min(300.0, max(0.0, seconds)) if math.isfinite(seconds) else None  # no hint, or a sane one
 
 
 class HttpHop:
@@ -65,10 +57,10 @@ class HttpHop:
         if status in _REFUSALS:
             raise HopRejected(status, reason)
         if status in (408, 429) or status >= 500:
-            raise HopUnavailable(f"{url}: HTTP {status}: {reason}", _retry_after(headers))
+            raise HopUnavailable(f"{url}: HTTP {status}: {reason}", retry_after(headers))
         # 404, 405, 421…: not enrichment judging the events (a wrong ENRICHMENT_URL, a proxy in between), so
         # they wait in the outbox instead of being split into the rejected table.
-        raise HopUnavailable(f"{url}: HTTP {status}: {reason} (is ENRICHMENT_URL right?)", _retry_after(headers))
+        raise HopUnavailable(f"{url}: HTTP {status}: {reason} (is ENRICHMENT_URL right?)", retry_after(headers))
 
     async def send(self, home_id: str, events: Sequence[bytes]) -> None:
         await self._request("POST", "/events/batch", batch_body(home_id, events))

@@ -17,20 +17,18 @@ Status codes, as DESIGN.md lists them, and what the writer does with each:
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import gzip
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC
 from typing import Any
 
 import aiohttp
 import orjson
 
 from ..errors import StoreUnavailable
+from ..http import retry_after
 from ..metrics import Registry
 from .line_protocol import encode_lines
 from .point import Point, Rejected
@@ -52,25 +50,6 @@ class InfluxConfig:
     timeout: float = 10.0
     batch_size: int = 5000
     gzip: bool = True
-
-
-# A store's Retry-After is honoured up to this (a wrong header must not stop writes for hours).
-MAX_RETRY_AFTER_S = 300.0
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:  # an HTTP date; anything else (a proxy's "soon") is no hint at all, not an error
-            parsed = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp() - time.time()
-    return min(MAX_RETRY_AFTER_S, max(0.0, seconds)) if math.isfinite(seconds) else None
 
 
 def _error_text(body: bytes) -> str:
@@ -198,7 +177,7 @@ class InfluxStore:
             raise StoreUnavailable(f"InfluxDB refused the credentials (HTTP {status}): {reason}")
         if status == 404:
             raise StoreUnavailable(f"InfluxDB: {reason} (HTTP 404)")
-        raise StoreUnavailable(f"InfluxDB answered HTTP {status}: {reason}", _retry_after(headers))
+        raise StoreUnavailable(f"InfluxDB answered HTTP {status}: {reason}", retry_after(headers))
 
     async def _bisect(self, lines: Sequence[str], points: Sequence[Point]) -> list[Rejected]:
         middle = len(lines) // 2
