@@ -12,9 +12,11 @@
     ├── StoreError
     │   ├── StoreUnavailable     the store cannot take writes now (refused, timeout, 5xx, 429); retry later
     │   └── StoreRejected        the store refused a point for good (type conflict, parse error)
-    └── EventInvalid             an event does not have the shape of a Home Assistant event
+    ├── EventInvalid             an event does not have the shape of a Home Assistant event
+    └── EnrichmentFailed         enrichment could not make an accepted batch durable for a reason of its own
+                                 (a SQLite error, a bug): never the request's fault, so retried by the sender
 
-Transient errors (``ConnectionLost``, ``HopUnavailable``, ``StoreUnavailable``) are retried with
+Transient errors (``ConnectionLost``, ``HopUnavailable``, ``StoreUnavailable``, ``EnrichmentFailed``) are retried with
 backoff and may open circuits; permanent ones (``HopRejected``, ``StoreRejected``, ``EventInvalid``)
 never are: they are isolated (dead letters) so that one poison event cannot stall the stream.
 """
@@ -101,3 +103,8 @@ class EventInvalid(IngestorError):
         super().__init__(f"{field}: {problem}")
         self.field = field
         self.problem = problem
+
+
+class EnrichmentFailed(IngestorError):
+    """Making an accepted batch durable failed for a reason of enrichment's own (a SQLite error, a bug),
+    whatever the original exception's type: a ValueError deep in a write is not a malformed request."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import orjson
@@ -13,7 +13,7 @@ from pydantic import Field
 from starlette.responses import PlainTextResponse, Response
 
 from .. import schemas
-from ..errors import EventInvalid, StoreUnavailable
+from ..errors import EnrichmentFailed, EventInvalid, StoreUnavailable
 from ..http import error, json_response, make_app
 from ..metrics import Registry
 from ..model import Batch, decode_batch, decode_event, validate
@@ -80,21 +80,6 @@ def _check_home(home_id: str) -> Response | None:
     return None
 
 
-class _NotTheRequest(Exception):
-    """Making an accepted batch durable failed for a reason of enrichment's own (a SQLite error, a bug)."""
-
-
-async def _durable(call: Awaitable[Outcome]) -> Outcome:
-    """``pipeline.accept``: a failure there is never the request's fault, whatever its type (a ValueError
-    deep in a write is not a 400), so the sender keeps the batch and retries."""
-    try:
-        return await call
-    except SpoolFull:
-        raise
-    except Exception as exc:
-        raise _NotTheRequest(f"{exc.__class__.__name__}: {exc}") from exc
-
-
 async def _answer(call: Any) -> Response:
     try:
         outcome: Outcome = await call
@@ -104,7 +89,7 @@ async def _answer(call: Any) -> Response:
         return error(400, str(exc))
     except SpoolFull as exc:
         return json_response({"error": f"store unavailable and spool full: {exc}"}, 503, headers={"Retry-After": "5"})
-    except _NotTheRequest as exc:
+    except EnrichmentFailed as exc:  # not the request's fault: a 5xx, so the sender keeps the batch and retries
         log.exception("cannot make an accepted batch durable; the sender keeps it and retries")
         return error(500, f"enrichment could not make the batch durable: {exc}")
     return json_response(outcome.as_dict(), 202 if outcome.spooled else 200)
@@ -129,7 +114,7 @@ def build(pipeline: Pipeline, metrics: Registry, *, service: str = "enrichment-p
             event = validate(raw)
             batch = Batch([raw], home_id)
             wrapped = b'{"home_id":"' + home_id.encode() + b'","events":[' + body + b"]}"
-            return await _durable(pipeline.accept(wrapped, batch, [event]))
+            return await pipeline.accept(wrapped, batch, [event])
 
         return await _answer(run())
 
@@ -143,7 +128,7 @@ def build(pipeline: Pipeline, metrics: Registry, *, service: str = "enrichment-p
             if not HOME_ID_PATTERN.match(batch.home_id):
                 raise EventInvalid("home_id", "letters, digits, '_', '.', '-', starting with a letter or digit")
             events = [validate(raw, i) for i, raw in enumerate(batch.events)]
-            return await _durable(pipeline.accept(body, batch, events))
+            return await pipeline.accept(body, batch, events)
 
         return await _answer(run())
 

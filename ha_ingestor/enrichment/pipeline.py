@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import EventInvalid, StoreUnavailable
+from ..errors import EnrichmentFailed, EventInvalid, StoreUnavailable
 from ..metrics import Histogram, Registry
 from ..model import Batch, Event, RawEvent, decode_batch, decode_event, encode, validate
 from ..sinks.point import Point, Rejected, Store
@@ -124,19 +124,25 @@ class Pipeline:
         """Decode, validate and make durable one ``{"events": [...]}`` body.
 
         Raises EventInvalid (naming the field) or ValueError (malformed JSON) before anything is kept,
-        and SpoolFull when the store is down and the spool has no room.
+        SpoolFull when the store is down and the spool has no room, EnrichmentFailed (see :meth:`accept`).
         """
         batch = decode_batch(body)
         events = [validate(raw, i) for i, raw in enumerate(batch.events)]
         return await self.accept(body, batch, events)
 
     async def accept(self, body: bytes, batch: Batch, events: Sequence[Event], *, spool: bool = True) -> Outcome:
-        """Count a batch as received and make it durable (see :meth:`make_durable`)."""
+        """Count a batch as received and make it durable (see :meth:`make_durable`). Raises SpoolFull,
+        StoreUnavailable (``spool=False``), or EnrichmentFailed for any failure of enrichment's own."""
         self._received.inc(len(events))
         self.homes[batch.home_id].received.inc(len(events))
         self._batches.inc()
         self._track_weather(batch.home_id, events)
-        return await self.make_durable(body, batch, events, spool=spool)
+        try:
+            return await self.make_durable(body, batch, events, spool=spool)
+        except (SpoolFull, StoreUnavailable):
+            raise
+        except Exception as exc:
+            raise EnrichmentFailed(f"{exc.__class__.__name__}: {exc}") from exc
 
     async def make_durable(self, body: bytes, batch: Batch, events: Sequence[Event], *, spool: bool = True
                            ) -> Outcome:

@@ -13,9 +13,8 @@ from typing import Any
 
 from ..enrichment.pipeline import Pipeline
 from ..enrichment.spool import SpoolFull
-from ..errors import EventInvalid, HopRejected, HopUnavailable, StoreUnavailable
+from ..errors import EnrichmentFailed, EventInvalid, HopRejected, HopUnavailable, StoreUnavailable
 from ..metrics import Registry
-from ..model import decode_batch, validate
 from .base import batch_body
 
 log = logging.getLogger(__name__)
@@ -31,22 +30,17 @@ class LocalHop:
 
     async def send(self, home_id: str, events: Sequence[bytes]) -> None:
         started = time.perf_counter()
-        body = batch_body(home_id, events)
         try:
-            batch = decode_batch(body)
-            checked = [validate(raw, index) for index, raw in enumerate(batch.events)]
+            await self.pipeline.accept_body(batch_body(home_id, events))
         except EventInvalid as exc:
             raise HopRejected(422, str(exc)) from None
         except ValueError as exc:
             raise HopRejected(400, str(exc)) from None
-        try:
-            await self.pipeline.accept(body, batch, checked)
         except SpoolFull as exc:
             raise HopUnavailable(f"store unavailable and spool full: {exc}", 5.0) from None
-        except Exception as exc:  # enrichment's own trouble (a SQLite error, a bug): the outbox keeps the batch
+        except EnrichmentFailed as exc:  # enrichment's own trouble: the outbox keeps the batch and retries
             log.exception("cannot make an accepted batch durable; the outbox keeps it and retries")
-            raise HopUnavailable(f"enrichment could not make the batch durable: {exc.__class__.__name__}: {exc}"
-                                 ) from None
+            raise HopUnavailable(f"enrichment could not make the batch durable: {exc}") from None
         self._latency.observe(time.perf_counter() - started)
 
     async def put_registry(self, home_id: str, payload: dict[str, Any]) -> None:
