@@ -53,7 +53,7 @@ class Homes:
                 m.counter("events_received_by_home", "Events accepted by enrichment, per home", labels),
                 m.counter("events_stored_by_home", "Events whose points the store acknowledged, per home", labels),
                 m.counter("events_spooled_by_home", "Events appended to the spool, per home", labels),
-                # Counted by Pipeline._dead_letter; created with the others, so a home without dead letters
+                # Counted by Pipeline.keep_dead_letters; created with the others, so a home without dead letters
                 # shows 0 rather than nothing.
                 m.counter("events_dead_lettered_by_home", "Points the store refused for good, per home", labels),
                 m.histogram("end_to_end_lag_by_home_seconds", "Event time to store acknowledgement, per home",

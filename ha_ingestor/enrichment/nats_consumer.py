@@ -43,7 +43,6 @@ from ..hop.jetstream import JetStreamConfig, connect, decode_registry, ensure_st
 from ..metrics import Registry
 from ..model import Batch, Event, decode_batch, decode_event, encode, validate
 from ..settings import HOME_ID_PATTERN
-from ..sinks.point import Point, Rejected
 from .pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -206,12 +205,11 @@ class NatsConsumer:
 
     async def _dead_letter(self, home_id: str, body: bytes, reason: str) -> None:
         log.error("nats: message kept as a dead letter", extra={"home": home_id, "reason": reason[:300]})
-        point = Point("unprocessable_batch", (), {"error": reason[:1000]}, int(self.pipeline.clock() * 1e9))
         try:
             orjson.loads(body)
         except orjson.JSONDecodeError:
             body = orjson.dumps(body.decode("utf-8", "replace"))  # dead letters keep JSON: the text as a string
-        await self.pipeline.keep_dead_letters(home_id, [Rejected(point, reason)], [body])
+        await self.pipeline.keep_unprocessed(home_id, "unprocessable_batch", [(body, reason)])
         self._dead.inc()
 
     def _resolved(self) -> None:

@@ -272,7 +272,7 @@ class Pipeline:
             batch = decode_batch(item.body)
         except (EventInvalid, ValueError) as exc:  # not even a batch any more
             log.error("spooled batch cannot be decoded; keeping it as a dead letter", extra={"error": str(exc)})
-            await self._spooled_batch_to_dead_letters(item.home_id, item.body, str(exc))
+            await self.keep_unprocessed(item.home_id, "unprocessable_batch", [(item.body, str(exc))])
             await self.spool.remove(item)
             return
         events: list[Event] = []
@@ -286,10 +286,8 @@ class Pipeline:
         if invalid:
             log.error("spooled events no longer valid; keeping them as dead letters", extra={
                 "count": len(invalid), "first_reason": invalid[0][1][:300]})
-            now_ns = int(self.clock() * 1e9)
-            await self.keep_dead_letters(batch.home_id, [
-                Rejected(Point("invalid_event", (), {"error": reason[:1000]}, now_ns), reason) for _, reason in invalid
-            ], [encode(raw) for raw, _ in invalid])
+            await self.keep_unprocessed(batch.home_id, "invalid_event",
+                                        [(encode(raw), reason) for raw, reason in invalid])
         await self.spool.remove(item)
 
     async def _write_checked(self, home_id: str, events: Sequence[Event]) -> tuple[int, int]:
@@ -306,13 +304,10 @@ class Pipeline:
                 raise
         log.error("events the conversion cannot take; keeping them as dead letters",
                   extra={"count": len(failing), "first_reason": next(iter(failing.values()))[:300]})
-        now_ns = int(self.clock() * 1e9)
-        bad = [event for event in events if id(event) in failing]
-        await self.keep_dead_letters(home_id, [
-            Rejected(Point("unconvertible_event", (), {"error": failing[id(e)][:1000]}, now_ns), failing[id(e)])
-            for e in bad], [encode(e.raw) for e in bad])
+        await self.keep_unprocessed(home_id, "unconvertible_event",
+                                    [(encode(e.raw), failing[id(e)]) for e in events if id(e) in failing])
         stored, dead = await self._write(home_id, [event for event in events if id(event) not in failing])
-        return stored, dead + len(bad)
+        return stored, dead + len(failing)
 
     def _unconvertible(self, home_id: str, events: Sequence[Event]) -> dict[int, str]:
         """id(event) → why, for the events the conversion raises on."""
@@ -334,9 +329,12 @@ class Pipeline:
             log.info("store available again", extra={"after": self.store_down_reason})
             self.store_down_reason = ""
 
-    async def _spooled_batch_to_dead_letters(self, home_id: str, body: bytes, reason: str) -> None:
-        point = Point("unprocessable_batch", (), {"error": reason[:1000]}, int(self.clock() * 1e9))
-        await self.keep_dead_letters(home_id, [Rejected(point, reason)], [body])
+    async def keep_unprocessed(self, home_id: str, kind: str, items: Sequence[tuple[bytes, str]]) -> None:
+        """Dead letters for events (or whole batches) that never became points: ``items`` are (JSON, why);
+        ``kind`` names the stand-in point each letter shows (``invalid_event``, ``unprocessable_batch``…)."""
+        now_ns = int(self.clock() * 1e9)
+        await self.keep_dead_letters(home_id, [Rejected(Point(kind, (), {"error": why[:1000]}, now_ns), why)
+                                               for _, why in items], [body for body, _ in items])
 
     async def keep_dead_letters(self, home_id: str, rejected: Sequence[Rejected], event_json: Sequence[bytes]) -> None:
         """Every path to a dead letter: kept, then counted for its home (through ``homes``, which caps how many
