@@ -180,14 +180,19 @@ class Outbox:
         def _committed(last_id: int) -> None:
             self._commit_time.observe(time.perf_counter() - started)
             self._commits.inc()
-            self._remember(last_id, bodies, size)
-            self.count += len(bodies)
-            self._in.inc(len(bodies))
-            self.bytes += size
-            self.bytes_in += size
-            self._in_bytes.inc(size)
+            self._appended(last_id, bodies, size)
 
         await self._transaction(_write, _committed)
+
+    def _appended(self, last_id: int, bodies: Sequence[bytes], size: int) -> None:
+        """Rows ``last_id - len(bodies) + 1 .. last_id`` (``size`` bytes) were committed at the end of the
+        outbox: the tail, the figures and the counters follow."""
+        self._remember(last_id, bodies, size)
+        self.count += len(bodies)
+        self.bytes += size
+        self.bytes_in += size
+        self._in.inc(len(bodies))
+        self._in_bytes.inc(size)
 
     def _remember(self, last_id: int, bodies: Sequence[bytes], size: int) -> None:
         """Rows ``last_id - len(bodies) + 1 .. last_id`` (``size`` bytes) were committed: keep them in the tail
@@ -319,13 +324,8 @@ class Outbox:
 
             def _committed(result: tuple[list[int], list[bytes], int]) -> None:
                 _, bodies, last_id = result
-                if bodies:  # like an append (see there)
-                    size = sum(len(body) for body in bodies)
-                    self._remember(last_id, bodies, size)
-                    self.count += len(bodies)
-                    self.bytes += size
-                    self._in.inc(len(bodies))
-                    self._in_bytes.inc(size)
+                if bodies:
+                    self._appended(last_id, bodies, sum(len(body) for body in bodies))
                 done.append(result)
 
             await self._transaction(_move, _committed)
