@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .admin import scrape
 from .harness.audit import stored_count
 from .harness.influxd import Influxd
 from .harness.procs import Stack, http_get
-from .verify import histogram_quantile, parse_metrics
+from .verify import histogram_quantile
 
 DB = "bench"
 TICK_S = os.sysconf("SC_CLK_TCK")
@@ -123,7 +124,7 @@ class Bench:
 
     def metrics(self, service: str, stack: Stack | None = None) -> dict[str, float]:
         status, body = http_get((stack or self.stack).url(service) + "/metrics", timeout=30)
-        return parse_metrics(body) if status == 200 and isinstance(body, str) else {}
+        return scrape.parse(body) if status == 200 and isinstance(body, str) else {}
 
     def enrichment_metrics(self) -> dict[str, float]:
         """Enrichment's metrics (the hop comparison sums them over its workers)."""

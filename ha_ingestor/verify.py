@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import re
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -47,7 +46,6 @@ HOP_P95_LIMIT_S = 0.100
 ERROR_RATE_LIMIT = 0.01
 RECORDER_COMMIT_S = 6.0  # HA's recorder commits every 5 s: wait that long before reading its history
 
-_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$')
 
 
 @dataclass
@@ -89,16 +87,6 @@ class Report:
 
 
 # ---------------------------------------------------------------------------------------------- metrics
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus text → {'name{labels}': value}."""
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        match = _SAMPLE.match(line.strip())
-        if match:
-            out[match.group(1) + (match.group(2) or "")] = float(match.group(3))
-    return out
 
 
 def delta(before: dict[str, float], after: dict[str, float], name: str) -> float:
@@ -247,8 +235,8 @@ class Verifier:
     async def _metrics(self) -> tuple[dict[str, float], dict[str, float]]:
         ingestion, enrichment = await asyncio.gather(self._get("websocket-ingestion", "/metrics"),
                                                      self._get("enrichment-pipeline", "/metrics"))
-        return (parse_metrics(ingestion[1].decode("utf-8", "replace")) if ingestion[0] == 200 else {},
-                parse_metrics(enrichment[1].decode("utf-8", "replace")) if enrichment[0] == 200 else {})
+        return (scrape.parse(ingestion[1].decode("utf-8", "replace")) if ingestion[0] == 200 else {},
+                scrape.parse(enrichment[1].decode("utf-8", "replace")) if enrichment[0] == 200 else {})
 
     async def run(self, progress: Any = None) -> Report:
         say = progress or (lambda text: None)
