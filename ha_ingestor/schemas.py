@@ -100,6 +100,31 @@ class ReplayResult(_Open):
         default_factory=dict, description="admin-api replaying on several workers: those that did not answer, and why")
 
 
+class RefusedEvent(_Open):
+    id: int
+    created: float
+    reason: str
+    event: Any
+    home_id: str | None = Field(None, description="admin-api watching several homes: the home it came from")
+    ingestion: str | None = Field(None, description="admin-api watching several homes: the ingestion that holds it")
+
+
+class RefusedEvents(_Open):
+    """Events enrichment refused for good (HTTP 400/413/422), kept by ingestion to be looked at and replayed."""
+
+    count: int
+    rejected: list[RefusedEvent]
+    home_id: str | None = None
+    unreachable: dict[str, str] = Field(
+        default_factory=dict, description="admin-api watching several homes: the ingestions that did not answer")
+
+
+class RefusedReplay(_Open):
+    replayed: int = Field(description="events moved back into the outbox, to be forwarded again")
+    unreachable: dict[str, str] = Field(
+        default_factory=dict, description="admin-api watching several homes: the ingestions that did not answer")
+
+
 # ---------------------------------------------------------------- admin-api
 
 
@@ -171,6 +196,7 @@ class Stats(_Open):
     last_event_time: dict[str, float | None]
     newest_stored_event_age_s: float | None
     dead_letters: int | None
+    rejected_events: int | None = None
     ha: dict[str, Any] | None
     store: StoreState
     gaps: Gaps | None

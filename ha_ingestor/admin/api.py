@@ -6,6 +6,7 @@ import asyncio
 import functools
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -179,46 +180,63 @@ def _up(sampler: Sampler, urls: tuple[str, ...]) -> float:
     return 1.0 if all(sampler.up[url] for url in urls) else 0.0
 
 
-def _problem(status: int, body: Any, accepted: tuple[int, ...] = (200,)) -> str:
-    """'' when enrichment answered one of ``accepted`` with JSON; else what went wrong."""
+@dataclass(frozen=True)
+class Kept:
+    """What a service keeps instead of losing it, listed and replayed through admin-api: enrichment's dead
+    letters (points the store refused) and ingestion's refused events (events enrichment refused)."""
+    service: str  # the service that keeps them
+    setting: str  # the setting that lists its instances
+    path: str  # its list; replayed at path + "/replay"
+    key: str  # the list's key in the answer
+    holder: str  # an entry's field (and the query parameter) naming the instance that holds it
+    totals: tuple[str, ...]  # what a replay answers, summed over the instances
+
+
+DEAD_LETTERS = Kept(ENRICHMENT, "ENRICHMENT_URLS", "/deadletters", "dead_letters", "worker",
+                    ("replayed", "written", "still_refused"))
+REFUSED = Kept(INGESTION, "INGESTION_URLS", "/rejected", "rejected", "ingestion", ("replayed",))
+
+
+def _problem(status: int, body: Any, accepted: tuple[int, ...] = (200,), service: str = ENRICHMENT) -> str:
+    """'' when ``service`` answered one of ``accepted`` with JSON; else what went wrong."""
     if status == 0:
         return str(body)
     if not isinstance(body, dict):
-        return f"enrichment-pipeline answered HTTP {status} without JSON"
+        return f"{service} answered HTTP {status} without JSON"
     if status not in accepted:
-        return f"enrichment-pipeline answered HTTP {status}: {str(body.get('error', ''))[:300]}"
+        return f"{service} answered HTTP {status}: {str(body.get('error', ''))[:300]}"
     return ""
 
 
-def _none_answered(what: str, unreachable: dict[str, str]) -> Response:
-    return error(502, f"no enrichment-pipeline {what}: " + "; ".join(f"{u}: {p}" for u, p in unreachable.items()))
+def _none_answered(kind: Kept, what: str, unreachable: dict[str, str]) -> Response:
+    return error(502, f"no {kind.service} {what}: " + "; ".join(f"{u}: {p}" for u, p in unreachable.items()))
 
 
-async def _proxy(answer: Any) -> Response:
-    """Pass enrichment's 200 or 503 on as it is; anything else is a fault between the two services: 502."""
+async def _proxy(answer: Any, service: str = ENRICHMENT) -> Response:
+    """Pass the service's 200 or 503 on as it is; anything else is a fault between the two services: 502."""
     status, body = await answer
-    if problem := _problem(status, body, (200, 503)):
+    if problem := _problem(status, body, (200, 503), service):
         return error(502, problem)
     return json_response(body, status)
 
 
-async def dead_letters(peers: Peers, limit: int, offset: int) -> Response:
-    """Every worker's dead letters, worker by worker in ``ENRICHMENT_URLS`` order (each oldest first), each
-    with the ``worker`` that holds it: a dead letter's id is its worker's own."""
-    workers = peers.fleet[ENRICHMENT]
-    if len(workers) == 1:
-        return await _proxy(peers.get_url(workers[0], "/deadletters", limit=limit, offset=offset))
-    counted = await asyncio.gather(*(peers.get_url(url, "/deadletters", limit=1) for url in workers))
+async def kept(peers: Peers, kind: Kept, limit: int, offset: int) -> Response:
+    """Every instance's kept entries, instance by instance in the order of ``kind.setting`` (each oldest
+    first), each with the instance that holds it (``kind.holder``): an entry's id is its instance's own."""
+    urls = peers.fleet[kind.service]
+    if len(urls) == 1:
+        return await _proxy(peers.get_url(urls[0], kind.path, limit=limit, offset=offset), kind.service)
+    counted = await asyncio.gather(*(peers.get_url(url, kind.path, limit=1) for url in urls))
     unreachable: dict[str, str] = {}
     counts: dict[str, int] = {}
-    for url, (status, body) in zip(workers, counted, strict=True):
-        if problem := _problem(status, body):
+    for url, (status, body) in zip(urls, counted, strict=True):
+        if problem := _problem(status, body, service=kind.service):
             unreachable[url] = problem
         else:
             counts[url] = int(body["count"])
     if not counts:
-        return _none_answered("answered", unreachable)
-    # The page is a slice of the workers' lists laid end to end: skip whole lists, then read what is left.
+        return _none_answered(kind, "answered", unreachable)
+    # The page is a slice of the instances' lists laid end to end: skip whole lists, then read what is left.
     skip, wanted, slices = offset, limit, []
     for url, count in counts.items():
         if wanted <= 0:
@@ -229,41 +247,42 @@ async def dead_letters(peers: Peers, limit: int, offset: int) -> Response:
         take = min(wanted, count - skip)
         slices.append((url, skip, take))
         skip, wanted = 0, wanted - take
-    pages = await asyncio.gather(*(peers.get_url(url, "/deadletters", limit=take, offset=start)
+    pages = await asyncio.gather(*(peers.get_url(url, kind.path, limit=take, offset=start)
                                    for url, start, take in slices))
-    letters: list[dict[str, Any]] = []
+    entries: list[dict[str, Any]] = []
     for (url, _, _), (status, body) in zip(slices, pages, strict=True):
-        if problem := _problem(status, body):
-            unreachable[url] = problem  # it answered a moment ago: its letters are missing from this page
+        if problem := _problem(status, body, service=kind.service):
+            unreachable[url] = problem  # it answered a moment ago: its entries are missing from this page
             continue
-        letters.extend({**letter, "worker": url} for letter in body["dead_letters"])
-    return json_response({"count": sum(counts.values()), "dead_letters": letters, "unreachable": unreachable})
+        home = {"home_id": body["home_id"]} if "home_id" in body else {}
+        entries.extend({**home, **entry, kind.holder: url} for entry in body[kind.key])
+    return json_response({"count": sum(counts.values()), kind.key: entries, "unreachable": unreachable})
 
 
-async def replay(peers: Peers, ids: list[int] | None, worker: str) -> Response:
-    """Replay on one worker (the only one, or ``worker``) or, without ids, on every worker."""
-    workers = peers.fleet[ENRICHMENT]
-    if worker and worker not in workers:
-        return error(422, f"worker: not one of ENRICHMENT_URLS ({', '.join(workers)})", field="worker")
-    if ids is not None and not worker and len(workers) > 1:
-        return error(422, "worker: dead letter ids are each worker's own; name the worker that holds them "
-                          f"(one of {', '.join(workers)}), or leave out the ids to replay every worker's",
-                     field="worker")
-    targets = [worker] if worker else list(workers)
+async def replay(peers: Peers, kind: Kept, ids: list[int] | None, holder: str) -> Response:
+    """Replay on one instance (the only one, or ``holder``) or, without ids, on every instance."""
+    urls = peers.fleet[kind.service]
+    if holder and holder not in urls:
+        return error(422, f"{kind.holder}: not one of {kind.setting} ({', '.join(urls)})", field=kind.holder)
+    if ids is not None and not holder and len(urls) > 1:
+        return error(422, f"{kind.holder}: ids are each {kind.holder}'s own; name the {kind.holder} that holds "
+                          f"them (one of {', '.join(urls)}), or leave out the ids to replay every one's",
+                     field=kind.holder)
+    targets = [holder] if holder else list(urls)
     if len(targets) == 1:
-        return await _proxy(peers.post_url(targets[0], "/deadletters/replay", ids, REPLAY_TIMEOUT_S))
-    answers = await asyncio.gather(*(peers.post_url(url, "/deadletters/replay", None, REPLAY_TIMEOUT_S)
+        return await _proxy(peers.post_url(targets[0], kind.path + "/replay", ids, REPLAY_TIMEOUT_S), kind.service)
+    answers = await asyncio.gather(*(peers.post_url(url, kind.path + "/replay", None, REPLAY_TIMEOUT_S)
                                      for url in targets))
-    total = {"replayed": 0, "written": 0, "still_refused": 0}
+    total = dict.fromkeys(kind.totals, 0)
     unreachable: dict[str, str] = {}
     for url, (status, body) in zip(targets, answers, strict=True):
-        if problem := _problem(status, body):
+        if problem := _problem(status, body, service=kind.service):
             unreachable[url] = problem
             continue
         for key in total:
             total[key] += int(body.get(key, 0))
     if len(unreachable) == len(targets):
-        return _none_answered("replayed", unreachable)
+        return _none_answered(kind, "replayed", unreachable)
     return json_response({**total, "unreachable": unreachable})
 
 
@@ -357,7 +376,7 @@ def build(settings: Settings, peers: Peers, metrics: Registry, *, service: str =
         """Points the store refused for good, with the reason and the original event: every worker's, worker by
         worker in ``ENRICHMENT_URLS`` order, each with the ``worker`` that holds it; ``unreachable`` names
         the workers that did not answer."""
-        return await dead_letters(peers, limit, offset)
+        return await kept(peers, DEAD_LETTERS, limit, offset)
 
     @app.post("/deadletters/replay", responses={200: {"model": schemas.ReplayResult}, **_UNREACHABLE, **_STORE_DOWN,
                                                 422: {"model": schemas.ErrorBody,
@@ -369,7 +388,30 @@ def build(settings: Settings, peers: Peers, metrics: Registry, *, service: str =
                           ) -> Response:
         """Run dead letters (all of every worker's, or the given ids of one worker) through enrichment again;
         those the store takes leave the list."""
-        return await replay(peers, ids, worker)
+        return await replay(peers, DEAD_LETTERS, ids, worker)
+
+    ingestions = list(peers.fleet[INGESTION])
+    _ingestion_unreachable: dict[int | str, dict[str, Any]] = {
+        502: {"model": schemas.ErrorBody, "description": "websocket-ingestion did not answer"}}
+
+    @app.get("/rejected", responses={200: {"model": schemas.RefusedEvents}, **_ingestion_unreachable})
+    async def get_rejected(limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> Response:
+        """Events enrichment refused for good (HTTP 400/413/422), which ingestion keeps instead of dropping:
+        every ingestion's, in ``INGESTION_URLS`` order (each oldest first), each with the ``ingestion`` that
+        holds it and its home; ``unreachable`` names the ingestions that did not answer."""
+        return await kept(peers, REFUSED, limit, offset)
+
+    @app.post("/rejected/replay", responses={200: {"model": schemas.RefusedReplay}, **_ingestion_unreachable,
+                                             422: {"model": schemas.ErrorBody,
+                                                   "description": "ids without the ingestion that holds them"}})
+    async def post_rejected_replay(
+            ids: DeadLetterIds = None,
+            ingestion: str = Query("", max_length=2048, json_schema_extra={"enum": ["", *ingestions]},
+                                   description="the ingestion (one of INGESTION_URLS) whose refused events the "
+                                               "ids are; needed with ids when there are several")) -> Response:
+        """Send refused events to enrichment again (all of every ingestion's, or the given ids of one), once
+        enrichment was fixed or its limits raised; those refused again are kept again."""
+        return await replay(peers, REFUSED, ids, ingestion)
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def get_metrics() -> Response:

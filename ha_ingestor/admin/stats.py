@@ -284,6 +284,10 @@ def report(history: Sequence[Sample], now: Sample, live: dict[str, scrape.Series
     out["dead_letters"] = sum(letters) if letters else None
     # Workers whose count is not known (no answer): a sum of 0 is then no all-clear.
     out["dead_letters_unknown_workers"] = len(fleet[ENRICHMENT]) - len(letters)
+    refused = [body["outbox"]["rejected_events"] for body in ing
+               if isinstance(body.get("outbox"), dict) and isinstance(body["outbox"].get("rejected_events"), int)]
+    out["rejected_events"] = sum(refused) if refused else None
+    out["rejected_unknown_ingestions"] = len(fleet[INGESTION]) - len(refused)
     if len(fleet[INGESTION]) == 1:
         out["ha"] = ing[0].get("ha") if ing else None
     else:

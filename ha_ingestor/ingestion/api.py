@@ -9,6 +9,7 @@ from fastapi import Body, FastAPI, Query
 from pydantic import Field
 from starlette.responses import PlainTextResponse, Response
 
+from .. import schemas
 from ..http import json_response, make_app
 from ..metrics import Registry
 from .service import Ingestion
@@ -55,12 +56,14 @@ def build(ingestion: Ingestion, metrics: Registry, *, service: str = "websocket-
         window are lost."""
         return json_response({"gaps": [g.as_dict() for g in await ingestion.outbox.gaps(None, limit)]})
 
-    @app.get("/rejected")
-    async def rejected(limit: int = Query(100, ge=1, le=1000)) -> Response:
-        """Events enrichment refused for good (HTTP 4xx), kept instead of dropped."""
-        return json_response({"rejected": await ingestion.outbox.rejected(limit)})
+    @app.get("/rejected", responses={200: {"model": schemas.RefusedEvents}})
+    async def rejected(limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> Response:
+        """Events enrichment refused for good (HTTP 4xx), kept instead of dropped: ``count`` of them, and
+        ``limit`` from the ``offset``-th on, oldest first."""
+        return json_response({"count": ingestion.outbox.rejected_count, "home_id": ingestion.config.home_id,
+                              "rejected": await ingestion.outbox.rejected(limit, offset)})
 
-    @app.post("/rejected/replay")
+    @app.post("/rejected/replay", responses={200: {"model": schemas.RefusedReplay}})
     async def replay_rejected(ids: RejectedIds = None) -> Response:
         """Send refused events to enrichment again (``ids``, else all of them), once enrichment was fixed or
         its limits raised: they go back into the outbox, and those refused again return here."""

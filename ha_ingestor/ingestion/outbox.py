@@ -107,6 +107,9 @@ class Outbox:
             "SELECT COUNT(*), COALESCE(SUM(length(body)), 0) FROM outbox").fetchone())
         self.count = int(count)
         self.bytes = int(size)  # bytes waiting, kept like count so /metrics costs no query
+        # Events enrichment refused, kept in ``rejected``: counted across restarts, unlike the counter below.
+        self.rejected_count = int(self.db.run_sync(lambda: self.db.conn.execute(
+            "SELECT COUNT(*) FROM rejected").fetchone()[0]))
         # The tail: every outbox row with id >= _tail_from is in _tail (id -> body); older ones only on disk.
         last_id = self.db.run_sync(lambda: self.db.conn.execute(
             "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'outbox'").fetchone()[0])
@@ -124,6 +127,8 @@ class Outbox:
         self._commit_time = metrics.histogram("outbox_commit_seconds", "Time of one outbox commit")
         self._rejected = metrics.counter("events_rejected_by_enrichment", "Events enrichment refused for good")
         metrics.gauge("outbox_events", "Events waiting in the outbox", read=lambda: self.count)
+        metrics.gauge("outbox_rejected_events", "Events enrichment refused for good, kept to be looked at and "
+                      "replayed (GET/POST /rejected)", read=lambda: self.rejected_count)
         metrics.gauge("outbox_bytes", "Bytes waiting in the outbox", read=lambda: self.bytes)
         metrics.gauge("outbox_limit_events", "Outbox limit", read=lambda: self.max_events)
         metrics.gauge("outbox_tail_bytes", "Bytes of the newest events kept in memory for the forwarder",
@@ -293,6 +298,7 @@ class Outbox:
             self._forget([row_id for row_id, _ in moved])
             self.count -= len(moved)
             self.bytes -= sum(len(body) for _, body in moved)
+            self.rejected_count += len(moved)
             self._rejected.inc(len(moved))
 
         await self._transaction(_move, _moved)
@@ -326,6 +332,7 @@ class Outbox:
                 _, bodies, last_id = result
                 if bodies:
                     self._appended(last_id, bodies, sum(len(body) for body in bodies))
+                    self.rejected_count -= len(bodies)
                 done.append(result)
 
             await self._transaction(_move, _committed)
@@ -348,9 +355,10 @@ class Outbox:
         future.add_done_callback(_done)
         await asyncio.shield(future)
 
-    async def rejected(self, limit: int = 100) -> list[dict[str, Any]]:
+    async def rejected(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        """Refused events, oldest first (the order a replay takes them), from the ``offset``-th on."""
         rows = await self.db.run(lambda: self.db.conn.execute(
-            "SELECT id, created, reason, body FROM rejected ORDER BY id DESC LIMIT ?", (limit,)).fetchall())
+            "SELECT id, created, reason, body FROM rejected ORDER BY id LIMIT ? OFFSET ?", (limit, offset)).fetchall())
         return [{"id": i, "created": c, "reason": r, "event": orjson.loads(b)} for i, c, r, b in rows]
 
     # ----------------------------------------------------------- meta

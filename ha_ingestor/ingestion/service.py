@@ -463,6 +463,7 @@ class Ingestion:
                    "subscribed_to": self.subscribed_to or ["all"], "token": self.token_scope or None,
                    "entities": len(self.entity_ids)},
             "outbox": {"events": self.outbox.count, "limit": self.outbox.max_events,
+                       "rejected_events": self.outbox.rejected_count,
                        "watermark_us": self.outbox.watermark_us,
                        "problem": self.outbox_problem, "checkpoint_problem": self.outbox.db.checkpoint_problem},
             "intake": len(self._intake),

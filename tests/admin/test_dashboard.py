@@ -103,6 +103,11 @@ def test_dashboard_shows_live_rate_and_healthy_services(stack: Stack, browser: C
     assert _rate(browser) > 0
     assert _health(browser) == dict.fromkeys(SERVICES, "ok")
     assert browser.find_element(By.ID, "overall").text == "all healthy"
+    # Nothing was refused or dead-lettered, and both are known to be none.
+    for pill in ("dead-count", "refused-count"):
+        WebDriverWait(browser, 30, poll_frequency=0.5).until(
+            lambda d, pill=pill: d.find_element(By.ID, pill).get_attribute("class") == "pill ok")
+        assert browser.find_element(By.ID, pill).text == "0"
     assert not login.is_displayed()
     assert browser.execute_script("return sessionStorage.getItem('ha-ingestor-api-token')") == TOKEN
 
@@ -124,7 +129,7 @@ def test_dashboard_shows_live_rate_and_healthy_services(stack: Stack, browser: C
     stack.services["admin"].terminate()
     WebDriverWait(browser, 30, poll_frequency=0.5).until(lambda d: d.find_element(By.ID, "overall").text
                                                           == "admin-api not answering")
-    pills = browser.find_elements(By.CSS_SELECTOR, "#health-list .pill, #dead-count")
+    pills = browser.find_elements(By.CSS_SELECTOR, "#health-list .pill, #dead-count, #refused-count")
     assert pills and all("ok" not in str(p.get_attribute("class")).split() for p in pills)
 
 

@@ -130,7 +130,7 @@ async def test_an_event_enrichment_refused_is_kept_and_replayed_once_the_cause_i
     stack = Stack(tmp_path, influx_url=influxd.url, database=influx_db, sim_args=["--paused"],
                   extra_env={"MAX_BODY_BYTES": "20000"})
     try:
-        stack.start("simulator", "enrichment", "ingestion")
+        stack.start("simulator", "enrichment", "ingestion", "admin")
         status, _ = http_post(stack.url("simulator") + "/api/states/sensor.big_blob",
                               {"state": "1", "attributes": {"blob": "x" * 30_000}}, token=stack.token)
         assert status in (200, 201)
@@ -143,11 +143,17 @@ async def test_an_event_enrichment_refused_is_kept_and_replayed_once_the_cause_i
         assert len(kept) == 1 and "HTTP 413" in str(kept[0]["reason"])
         assert kept[0]["event"]["data"]["entity_id"] == "sensor.big_blob"  # type: ignore[index]
         assert http_post(ingestion + "/rejected/replay", [10**9])[1] == {"replayed": 0}  # no such id
+        # admin-api shows it where the dead letters are: listed, and counted in /stats.
+        admin = stack.url("admin")
+        status, listed = http_get(admin + "/rejected")
+        assert status == 200 and listed["count"] == 1 and listed["rejected"] == kept
+        assert http_get(admin + "/stats")[1]["rejected_events"] == 1
+        assert http_get(ingestion + "/metrics")[1].count("\noutbox_rejected_events 1") == 1
 
         stack.services["enrichment"].terminate()
         stack.extra_env["MAX_BODY_BYTES"] = str(2**20)  # the cause, fixed
         stack.start("enrichment")
-        assert http_post(ingestion + "/rejected/replay", body=b"")[1] == {"replayed": 1}
+        assert http_post(admin + "/rejected/replay", body=b"")[1] == {"replayed": 1}
 
         def stored() -> bool:
             rows = influxd.rows("SELECT \"attr_blob_str\" FROM \"states\" WHERE \"entity_id\" = 'sensor.big_blob'",
@@ -156,6 +162,7 @@ async def test_an_event_enrichment_refused_is_kept_and_replayed_once_the_cause_i
 
         await asyncio.to_thread(wait_for, stored, 30, 0.2, "the replayed event stored")
         assert refused() == []
+        assert http_get(admin + "/stats")[1]["rejected_events"] == 0
     finally:
         stack.stop()
 
