@@ -18,16 +18,22 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, MutableMapping
 from datetime import UTC
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import Body, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from .schemas import ErrorBody
+
+# Ids of kept rows to replay (dead letters, refused events): SQLite row ids; 2**53 keeps them exact in every
+# JSON client (and no table gets near it).
+RowIds = Annotated[list[Annotated[int, Field(ge=1, le=2**53)]] | None,
+                   Body(max_length=1000, description="ids to replay (at most 1000); all when absent")]
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,7 @@ from fastapi import FastAPI, Query
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
 from .. import schemas
-from ..enrichment.api import DeadLetterIds
-from ..http import error, json_response, make_app
+from ..http import RowIds, error, json_response, make_app
 from ..metrics import Registry
 from ..settings import Settings
 from . import homes, stats
@@ -381,7 +380,7 @@ def build(settings: Settings, peers: Peers, metrics: Registry, *, service: str =
     @app.post("/deadletters/replay", responses={200: {"model": schemas.ReplayResult}, **_UNREACHABLE, **_STORE_DOWN,
                                                 422: {"model": schemas.ErrorBody,
                                                       "description": "ids without the worker that holds them"}})
-    async def post_replay(ids: DeadLetterIds = None,
+    async def post_replay(ids: RowIds = None,
                           worker: str = Query("", max_length=2048, json_schema_extra={"enum": ["", *workers]},
                                               description="the worker (one of ENRICHMENT_URLS) whose dead letters "
                                                           "the ids are; needed with ids when there are several")
@@ -405,7 +404,7 @@ def build(settings: Settings, peers: Peers, metrics: Registry, *, service: str =
                                              422: {"model": schemas.ErrorBody,
                                                    "description": "ids without the ingestion that holds them"}})
     async def post_rejected_replay(
-            ids: DeadLetterIds = None,
+            ids: RowIds = None,
             ingestion: str = Query("", max_length=2048, json_schema_extra={"enum": ["", *ingestions]},
                                    description="the ingestion (one of INGESTION_URLS) whose refused events the "
                                                "ids are; needed with ids when there are several")) -> Response:

@@ -5,16 +5,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import Body, FastAPI, Query, Request
-from pydantic import Field
+from fastapi import FastAPI, Query, Request
 from starlette.responses import PlainTextResponse, Response
 
 from .. import schemas
 from ..errors import EnrichmentFailed, EventInvalid, StoreUnavailable
-from ..http import error, json_response, make_app
+from ..http import RowIds, error, json_response, make_app
 from ..metrics import Registry
 from ..model import Batch, decode_batch, decode_event, validate
 from ..settings import HOME_ID_PATTERN
@@ -64,9 +63,6 @@ _STORE_DOWN: dict[int | str, dict[str, Any]] = {
 
 _HOME_ID = Query("", max_length=64, pattern=HOME_ID_PATTERN.pattern,
                  description="the home's name (tag 'home'); empty for a single home")
-# Dead letter ids are SQLite row ids; 2**53 keeps them exact in every JSON client (and no table gets near it).
-DeadLetterIds = Annotated[list[Annotated[int, Field(ge=1, le=2**53)]] | None,
-                          Body(max_length=1000, description="ids to replay (at most 1000); all when absent")]
 
 
 def _body_spec(schema: dict[str, Any]) -> dict[str, Any]:
@@ -194,7 +190,7 @@ def build(pipeline: Pipeline, metrics: Registry, *, service: str = "enrichment-p
                               "dead_letters": await pipeline.dead_letters.page(limit, offset)})
 
     @app.post("/deadletters/replay", responses={200: {"model": schemas.ReplayResult}, **_STORE_DOWN})
-    async def replay(ids: DeadLetterIds = None) -> Response:
+    async def replay(ids: RowIds = None) -> Response:
         """Run dead letters (all, or the given ids) through enrichment again."""
         try:
             return json_response(await pipeline.replay_dead_letters(ids))

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
 
-from fastapi import Body, FastAPI, Query
-from pydantic import Field
+from fastapi import FastAPI, Query
 from starlette.responses import PlainTextResponse, Response
 
 from .. import schemas
-from ..http import json_response, make_app
+from ..http import RowIds, json_response, make_app
 from ..metrics import Registry
 from .service import Ingestion
-
-# Row ids of the outbox's rejected table (SQLite integers; 2**53 keeps them exact in every JSON client).
-RejectedIds = Annotated[list[Annotated[int, Field(ge=1, le=2**53)]] | None,
-                        Body(max_length=1000, description="ids to replay (at most 1000); all when absent")]
 
 
 def build(ingestion: Ingestion, metrics: Registry, *, service: str = "websocket-ingestion") -> FastAPI:
@@ -64,7 +58,7 @@ def build(ingestion: Ingestion, metrics: Registry, *, service: str = "websocket-
                               "rejected": await ingestion.outbox.rejected(limit, offset)})
 
     @app.post("/rejected/replay", responses={200: {"model": schemas.RefusedReplay}})
-    async def replay_rejected(ids: RejectedIds = None) -> Response:
+    async def replay_rejected(ids: RowIds = None) -> Response:
         """Send refused events to enrichment again (``ids``, else all of them), once enrichment was fixed or
         its limits raised: they go back into the outbox, and those refused again return here."""
         moved = await ingestion.outbox.replay_rejected(ids)
