@@ -1,5 +1,7 @@
 """The spool's drainer and the store's answers under trouble: a SQLite error does not end the drainer, a
-junk Retry-After is an outage (not a refusal), and a whole batch kept as a dead letter can be replayed.
+junk Retry-After is an outage (not a refusal), a whole batch kept as a dead letter can be replayed, and a
+batch spooled just as the drainer found the spool empty is drained (the one test with a stand-in: it
+wraps the spool's read to make that moment happen).
 
 Real parts throughout: influxd (a private one, stopped and started again), SQLite files made read-only
 with ``PRAGMA query_only`` (SQLite then refuses every write, as on a read-only disk), and, for the junk
@@ -177,6 +179,46 @@ def test_an_event_the_conversion_cannot_take_waits_alone_and_the_spool_moves_on(
         assert {letter["event"]["data"]["entity_id"] for letter in letters} == {"sensor.s2"}  # type: ignore[index]
         rows = influxd.rows('SELECT "value" FROM "states"', "drain")
         assert sorted(row["value"] for row in rows) == [1.0, 3.0, 4.0, 5.0]
+    finally:
+        db.close()
+        influxd.stop()
+
+
+def test_a_batch_spooled_while_the_drainer_finds_the_spool_empty_is_not_left_waiting(tmp_path: Path) -> None:
+    """The drainer looks at the spool, finds it empty and waits to be woken. A batch spooled between the look
+    and the wait must still wake it: when the store is up the wait has no timeout, so a lost wake-up leaves
+    that batch in the spool until the next one arrives. The moment cannot be hit on demand, so the spool's
+    ``oldest`` is wrapped to spool the batch right after reporting it empty (the one stand-in here)."""
+    influxd = Influxd(tmp_path / "influxd").start()
+    metrics = Registry()
+    db = SqliteWorker(tmp_path / "enrichment.sqlite")
+
+    async def run() -> None:
+        store = InfluxStore(InfluxConfig(url=influxd.url, database="wake", timeout=2.0), metrics)
+        pipeline = _pipeline(db, store, metrics)
+        await store.start()
+        looked = pipeline.spool.oldest
+
+        async def oldest_then_a_batch_arrives() -> object:
+            item = await looked()
+            if item is None and pipeline.spool.oldest is not looked:
+                pipeline.spool.oldest = looked  # type: ignore[method-assign]  # once
+                assert (await pipeline._to_spool("", _batch(7), 1)).spooled == 1
+            return item
+
+        pipeline.spool.oldest = oldest_then_a_batch_arrives  # type: ignore[method-assign]
+        drain = asyncio.create_task(pipeline.drain_forever())
+        try:
+            await _until(lambda: len(pipeline.spool) == 0 and pipeline.spool.oldest is looked, 10,
+                         "the batch spooled after the empty look to be drained")
+        finally:
+            drain.cancel()
+            await asyncio.gather(drain, return_exceptions=True)
+            await store.close()
+
+    try:
+        asyncio.run(run())
+        assert [row["value"] for row in influxd.rows('SELECT "value" FROM "states"', "wake")] == [7.0]
     finally:
         db.close()
         influxd.stop()
