@@ -1,4 +1,5 @@
-"""The NATS hop's edges against a real nats-server: no server, a full stream, messages that fail for good."""
+"""The NATS hop's edges against a real nats-server: no server, a full stream, messages that fail for good,
+messages that wait behind a slow one."""
 
 from __future__ import annotations
 
@@ -10,13 +11,23 @@ from pathlib import Path
 import nats
 import orjson
 import pytest
+from aiohttp import ClientSession, web
 
+from ha_ingestor.enrichment.deadletters import DeadLetters
+from ha_ingestor.enrichment.nats_consumer import NatsConsumer
+from ha_ingestor.enrichment.pipeline import Pipeline
+from ha_ingestor.enrichment.registry import RegistryCache
+from ha_ingestor.enrichment.spool import Spool
 from ha_ingestor.errors import HopUnavailable
+from ha_ingestor.harness.influxd import Influxd
 from ha_ingestor.harness.nats_server import NatsServer, nats_server_binary
-from ha_ingestor.harness.ports import free_port
+from ha_ingestor.harness.ports import free_port, serving
 from ha_ingestor.harness.procs import Stack, http_get, wait_for
 from ha_ingestor.hop.jetstream import JetStreamConfig
 from ha_ingestor.hop.nats import NatsHop
+from ha_ingestor.metrics import Registry
+from ha_ingestor.sinks.influx import InfluxConfig, InfluxStore
+from ha_ingestor.sqlite import SqliteWorker
 
 pytestmark = pytest.mark.skipif(nats_server_binary() is None, reason="needs Debian's nats-server")
 
@@ -91,3 +102,65 @@ def test_messages_that_fail_for_good_become_dead_letters_and_are_not_redelivered
         assert any('"n":123456789012345678901234567890' in text for text in data), data
     finally:
         worker.stop()
+
+
+def _pipeline(store_url: str, database: str, directory: Path, metrics: Registry) -> tuple[Pipeline, InfluxStore]:
+    directory.mkdir(parents=True, exist_ok=True)
+    db = SqliteWorker(directory / "enrichment.sqlite")
+    store = InfluxStore(InfluxConfig(url=store_url, database=database, gzip=False, timeout=30), metrics)
+    return Pipeline(store, Spool(db, 1 << 20, metrics), DeadLetters(db, metrics), RegistryCache(None), metrics), store
+
+
+async def test_messages_fetched_with_a_slow_one_are_kept_in_progress_not_handed_to_another_worker(
+        server: NatsServer, influxd: Influxd, influx_db: str, tmp_path: Path) -> None:
+    """Worker A fetches two messages; each write takes longer than ack_wait (a slow store: a real proxy on
+    localhost that holds each write 3 s, then passes it to influxd). The second waits behind the first, so
+    without being kept in progress it would time out and go to worker B, counting a delivery against
+    max_deliver and being processed twice."""
+    writes: list[str] = []
+
+    async def slow_write(request: web.Request) -> web.Response:
+        body = await request.read()
+        writes.append(body.decode())
+        await asyncio.sleep(3.0)
+        async with ClientSession() as session, session.post(
+                influxd.url + "/write", params=request.query, data=body) as answer:
+            return web.Response(status=answer.status, body=await answer.read())
+
+    async def ping(request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/write", slow_write)
+    app.router.add_get("/ping", ping)
+    influxd.create_database(influx_db)
+    config = JetStreamConfig(servers=(server.url,), stream="SLOW", max_bytes=2**24, ack_wait=2.0, fetch_batch=4)
+    hop = NatsHop(config)
+    for n in (1, 2):  # published before any worker runs: A's first fetch takes both
+        await hop.send("home1", [EVENT.replace(b"000001+", f"00000{n}+".encode())])
+    await hop.close()
+    async with serving(app) as slow_url:
+        slow, slow_store = _pipeline(slow_url, influx_db, tmp_path / "a", Registry())
+        fast, fast_store = _pipeline(influxd.url, influx_db, tmp_path / "b", Registry())
+        worker_a = asyncio.create_task(NatsConsumer(slow, config, Registry()).run())
+        deadline = time.monotonic() + 20
+        while not writes and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert writes, "worker A never wrote"
+        worker_b = asyncio.create_task(NatsConsumer(fast, config, Registry()).run())
+        try:
+            while fast.last_store_write == 0 and len(writes) < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(4.0)  # the second write ends ~3 s after it began: past ack_wait once more
+            nc = await nats.connect(server.url)
+            info = await nc.jetstream().consumer_info("SLOW", config.consumer)
+            await nc.close()
+        finally:
+            for task in (worker_a, worker_b):
+                task.cancel()
+            await asyncio.gather(worker_a, worker_b, return_exceptions=True)
+            await slow_store.close()
+            await fast_store.close()
+    assert fast.last_store_write == 0, "worker B was handed a message worker A held"
+    assert len(writes) == 2 and info.num_redelivered == 0 and info.num_ack_pending == 0, (writes, info)
+    assert len(influxd.rows('SELECT * FROM "events"', influx_db)) == 2
