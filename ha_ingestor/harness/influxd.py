@@ -6,7 +6,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -15,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from . import servers
 from .ports import free_port
 
 CONFIG = """reporting-disabled = true
@@ -78,17 +78,10 @@ class Influxd:
             raise RuntimeError("influxd not found: install Debian's 'influxdb' package")
         self.dir.mkdir(parents=True, exist_ok=True)
         self.config.write_text(CONFIG.format(dir=self.dir, port=self.port, rpc_port=self.rpc_port))
-        with (self.dir / "influxd.log").open("ab") as log:  # the child keeps its own descriptor
-            self.proc = subprocess.Popen([binary, "-config", str(self.config)], stdout=log, stderr=log,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"influxd exited with {self.proc.returncode}; see {self.dir / 'influxd.log'}")
-            if self.ping():
-                return self
-            time.sleep(0.1)
-        raise RuntimeError(f"influxd did not answer on {self.url} within {timeout} s")
+        self.proc = servers.launch([binary, "-config", str(self.config)], self.dir / "influxd.log")
+        servers.wait_ready(self.ping, [("influxd", self.proc, self.dir / "influxd.log")], timeout,
+                           f"influxd on {self.url}")
+        return self
 
     def ping(self) -> bool:
         try:
@@ -100,12 +93,7 @@ class Influxd:
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.thaw()
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        servers.terminate(self.proc)
         self.proc = None
 
     def freeze(self) -> None:

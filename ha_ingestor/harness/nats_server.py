@@ -9,7 +9,6 @@ import asyncio
 import shutil
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -19,6 +18,7 @@ from typing import Any
 import nats
 import orjson
 
+from . import servers
 from .ports import free_port
 
 CONFIG = """listen: 127.0.0.1:{port}
@@ -77,9 +77,7 @@ class NatsServer:
         if self.cluster:
             text += CLUSTER.format(cluster=self.cluster, cluster_port=self.cluster_port, routes=", ".join(self.routes))
         config.write_text(text)
-        with (self.dir / "nats.log").open("ab") as log:  # the child keeps its own descriptor
-            self.proc = subprocess.Popen([binary, "-c", str(config)], stdout=log, stderr=log,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        self.proc = servers.launch([binary, "-c", str(config)], self.dir / "nats.log")
 
     def start(self, timeout: float = 30.0) -> NatsServer:
         self.launch()
@@ -124,13 +122,7 @@ class NatsServer:
         self.proc = None
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        servers.terminate(self.proc)
         self.proc = None
 
     def __enter__(self) -> NatsServer:
@@ -220,14 +212,5 @@ class NatsCluster:
 
 
 def _wait_until(ready: Callable[[], bool], nodes: Sequence[NatsServer], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for node in nodes:
-            if node.proc is None or node.proc.poll() is not None:
-                code = None if node.proc is None else node.proc.returncode
-                raise RuntimeError(f"nats-server {node.name} exited with {code}; see {node.dir / 'nats.log'}")
-        if ready():
-            return
-        time.sleep(0.1)
-    logs = ", ".join(str(node.dir / "nats.log") for node in nodes)
-    raise RuntimeError(f"{what} not ready within {timeout} s; see {logs}")
+    servers.wait_ready(ready, [(f"nats-server {node.name}", node.proc, node.dir / "nats.log") for node in nodes],
+                       timeout, what)

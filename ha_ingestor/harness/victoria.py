@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -15,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from . import servers
 from .ports import free_port
 
 
@@ -34,23 +34,20 @@ class VictoriaMetrics:
         if binary is None:
             raise RuntimeError("victoria-metrics not found: install Debian's 'victoria-metrics' package")
         self.dir.mkdir(parents=True, exist_ok=True)
-        with (self.dir / "victoria.log").open("ab") as log:
-            self.proc = subprocess.Popen(
-                [binary, f"-storageDataPath={self.dir / 'data'}", f"-httpListenAddr=127.0.0.1:{self.port}",
-                 "-loggerLevel=ERROR", "-search.latencyOffset=0s", "-retentionPeriod=100y"],
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"victoria-metrics exited with {self.proc.returncode}")
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=1) as resp:
-                    if resp.status == 200:
-                        return self
-            except (OSError, urllib.error.URLError):
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("victoria-metrics did not start")
+        log_path = self.dir / "victoria.log"
+        self.proc = servers.launch(
+            [binary, f"-storageDataPath={self.dir / 'data'}", f"-httpListenAddr=127.0.0.1:{self.port}",
+             "-loggerLevel=ERROR", "-search.latencyOffset=0s", "-retentionPeriod=100y"], log_path)
+        servers.wait_ready(self.healthy, [("victoria-metrics", self.proc, log_path)], timeout,
+                           f"victoria-metrics on {self.url}")
+        return self
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=1) as resp:
+                return bool(resp.status == 200)
+        except (OSError, urllib.error.URLError):
+            return False
 
     def export(self, match: str) -> list[dict[str, Any]]:
         """Every series matching ``match`` (e.g. ``{__name__=~"states_.*"}``), after a flush."""
@@ -60,11 +57,5 @@ class VictoriaMetrics:
             return [orjson.loads(line) for line in resp.read().splitlines() if line.strip()]
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        servers.terminate(self.proc)
         self.proc = None
