@@ -138,22 +138,34 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    """Container health check: GET /health of one local service; exit 0 on 200 (no curl in the image)."""
+    """Container health check: GET /health of one local service; exit 0 on 200 (no curl in the image).
+    ``auto`` checks the service this container serves: admin-api when it serves one (``up`` does: its
+    health is every part's), else the one of ingestion and enrichment that listens."""
     import urllib.error
     import urllib.request
 
     settings = Settings.load(env_file=args.env_file)
-    port = {"ingestion": settings.INGESTION_PORT, "enrichment": settings.ENRICHMENT_PORT,
-            "admin": settings.ADMIN_PORT, "up": settings.ADMIN_PORT}[args.service]
+    ports = {"admin": settings.ADMIN_PORT, "ingestion": settings.INGESTION_PORT,
+             "enrichment": settings.ENRICHMENT_PORT}
+    if args.service == "up":
+        args.service = "admin"
     host = "127.0.0.1" if settings.BIND_HOST in ("0.0.0.0", "::", "") else settings.BIND_HOST
-    try:
-        with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=args.timeout) as resp:
-            print(resp.read().decode("utf-8", "replace")[:500])
-            return 0
-    except urllib.error.HTTPError as exc:
-        print(f"{args.service}: HTTP {exc.code}: {exc.read().decode('utf-8', 'replace')[:500]}", file=sys.stderr)
-    except (OSError, TimeoutError) as exc:
-        print(f"{args.service}: not answering on port {port}: {exc}", file=sys.stderr)
+    problems = []
+    for name in ports if args.service == "auto" else [args.service]:
+        port = ports[name]
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=args.timeout) as resp:
+                print(resp.read().decode("utf-8", "replace")[:500])
+                return 0
+        except urllib.error.HTTPError as exc:
+            print(f"{name}: HTTP {exc.code}: {exc.read().decode('utf-8', 'replace')[:500]}", file=sys.stderr)
+            return EXIT_FAILED
+        except (OSError, TimeoutError) as exc:
+            refused = isinstance(getattr(exc, "reason", exc), ConnectionRefusedError)
+            problems.append(f"{name}: not answering on port {port}: {exc}")
+            if not refused:  # something listens there but does not answer: that is the verdict
+                break
+    print("; ".join(problems), file=sys.stderr)
     return EXIT_FAILED
 
 
@@ -313,7 +325,9 @@ def parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_bench)
 
     health = sub.add_parser("health", help="exit 0 when the local service answers /health with 200")
-    health.add_argument("service", nargs="?", default="up", choices=["ingestion", "enrichment", "admin", "up"])
+    health.add_argument("service", nargs="?", default="auto",
+                        choices=["auto", "ingestion", "enrichment", "admin", "up"],
+                        help="auto (default): admin-api when this process serves it, else the service that listens")
     health.add_argument("--timeout", type=float, default=5.0)
     health.set_defaults(func=cmd_health)
 

@@ -333,12 +333,13 @@ class Settings:
 
     @classmethod
     def from_values(cls, values: Mapping[str, str]) -> Settings:
-        """Parse raw strings into a Settings; missing names keep their defaults."""
+        """Parse raw strings into a Settings; missing names keep their defaults, and so do empty ones: an
+        empty value is no value (docker-compose passes every setting, set in .env or not)."""
         parsed: dict[str, Any] = {}
         for field in dataclasses.fields(cls):
-            if field.name not in values:
+            raw = values.get(field.name, "").strip()
+            if not raw:
                 continue
-            raw = values[field.name].strip()
             try:
                 parsed[field.name] = field.metadata["parse"](raw)
             except ValueError as exc:
