@@ -30,7 +30,7 @@ from .hop.local import LocalHop
 from .http import OPEN_PATHS, Guard, Server, port_is_free, serve_until, server
 from .ingestion import api as ingestion_api
 from .ingestion.filter import FilterRules
-from .ingestion.outbox import Outbox
+from .ingestion.outbox import CHECKPOINT_INTERVAL_S, Outbox
 from .ingestion.service import Ingestion, IngestionConfig
 from .metrics import Registry, watch_loop_lag
 from .settings import Customizations, Settings
@@ -59,7 +59,8 @@ def store_from(settings: Settings, metrics: Registry) -> Store:
             create_database=settings.INFLUXDB_CREATE_DATABASE, timeout=settings.INFLUXDB_TIMEOUT,
             batch_size=settings.INFLUXDB_BATCH_SIZE, gzip=_gzip(settings),
         ), metrics)
-    return SqliteStore(settings.data_dir / "store.sqlite", metrics)
+    return SqliteStore(settings.data_dir / "store.sqlite", metrics, synchronous=settings.OUTBOX_SYNC.upper(),
+                       checkpoint_interval=CHECKPOINT_INTERVAL_S)
 
 
 @dataclass
@@ -102,7 +103,8 @@ def converter(settings: Settings) -> Converter:
 
 def build_enrichment(settings: Settings, metrics: Registry) -> Enrichment:
     base = settings.data_dir / "enrichment"
-    db = SqliteWorker(base / "enrichment.sqlite", synchronous=settings.OUTBOX_SYNC.upper())
+    db = SqliteWorker(base / "enrichment.sqlite", synchronous=settings.OUTBOX_SYNC.upper(),
+                      checkpoint_interval=CHECKPOINT_INTERVAL_S)  # the spool, as durable as the outbox
     store = store_from(settings, metrics)
     pipeline = Pipeline(
         store, Spool(db, settings.SPOOL_MAX_BYTES, metrics), DeadLetters(db, metrics),

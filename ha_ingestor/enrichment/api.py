@@ -149,11 +149,16 @@ def build(pipeline: Pipeline, metrics: Registry, *, service: str = "enrichment-p
     @app.get("/health", responses={200: {"model": schemas.EnrichmentHealth},
                                    503: {"model": schemas.EnrichmentHealth, "description": "the store is unavailable"}})
     async def health() -> Response:
-        """200 only when the store is reachable and writable (and, HOP=nats, the stream is being consumed)."""
+        """200 only when the store is reachable and writable and its last write succeeded (and, HOP=nats,
+        the stream is being consumed)."""
         try:
             await pipeline.store.check()
         except StoreUnavailable as exc:
             return json_response({"service": service, "status": "unavailable", "reason": f"store: {exc}",
+                                  "spool": pipeline.spool.depth()}, 503)
+        if pipeline.store_down_reason:  # it answers, but the last write failed (a full disk passes check())
+            return json_response({"service": service, "status": "unavailable",
+                                  "reason": f"store: the last write failed: {pipeline.store_down_reason}",
                                   "spool": pipeline.spool.depth()}, 503)
         if pipeline.drain_problem:
             return json_response({"service": service, "status": "unavailable",

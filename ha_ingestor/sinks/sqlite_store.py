@@ -46,8 +46,13 @@ class SqliteStore:
 
     name = "sqlite"
 
-    def __init__(self, path: Path, metrics: Registry | None = None) -> None:
+    def __init__(self, path: Path, metrics: Registry | None = None, *, synchronous: str = "NORMAL",
+                 checkpoint_interval: float | None = None) -> None:
+        """``synchronous`` and ``checkpoint_interval`` as the outbox's: a point is on the disk no later than
+        the outbox's delete of its event (FULL: at its commit), or a power cut could lose both copies."""
         self.path = path
+        self._synchronous = synchronous
+        self._checkpoint_interval = checkpoint_interval
         self._db: SqliteWorker | None = None
         metrics = metrics or Registry()
         self._latency = metrics.histogram("store_write_seconds", "Time of one write request to the store")
@@ -60,7 +65,8 @@ class SqliteStore:
     def db(self) -> SqliteWorker:
         if self._db is None:
             try:
-                self._db = SqliteWorker(self.path, schema=SCHEMA)
+                self._db = SqliteWorker(self.path, schema=SCHEMA, synchronous=self._synchronous,
+                                        checkpoint_interval=self._checkpoint_interval)
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"cannot open {self.path}: {exc}") from None
         return self._db
