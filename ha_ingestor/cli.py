@@ -111,7 +111,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"ha-ingestor: --demo-port {port} is already in use", file=sys.stderr)
         return EXIT_USAGE
     token = secrets.token_urlsafe(32)
-    settings = settings.replace(HA_URL=f"http://127.0.0.1:{port}", HA_TOKEN=token)
+    # Its own DATA_DIR: the simulated home's points, outbox watermark and entity ids must never mix with a
+    # real home's, nor make a later real `up` backfill a "gap" since the demo stopped.
+    settings = settings.replace(HA_URL=f"http://127.0.0.1:{port}", HA_TOKEN=token,
+                                DATA_DIR=str(settings.data_dir / "demo"))
     logs.setup(settings.LOG_LEVEL, settings.LOG_FORMAT, settings.secrets())
     options = SimOptions(port=port, token=token, rate=args.demo_rate, entities=args.demo_entities,
                          state_dir=settings.data_dir / "simulator")
@@ -149,12 +152,11 @@ def cmd_health(args: argparse.Namespace) -> int:
              "enrichment": settings.ENRICHMENT_PORT}
     if args.service == "up":
         args.service = "admin"
-    host = "127.0.0.1" if settings.BIND_HOST in ("0.0.0.0", "::", "") else settings.BIND_HOST
     problems = []
     for name in ports if args.service == "auto" else [args.service]:
         port = ports[name]
         try:
-            with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=args.timeout) as resp:
+            with urllib.request.urlopen(settings.local_url(port) + "/health", timeout=args.timeout) as resp:
                 print(resp.read().decode("utf-8", "replace")[:500])
                 return 0
         except urllib.error.HTTPError as exc:
@@ -285,8 +287,9 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--demo", action="store_true", help="also run a simulated home and ingest from it")
     up.add_argument("--demo-port", type=_number(1, 65535, int), default=0,
                     help="port of the simulated home (default: a free one)")
-    up.add_argument("--demo-rate", type=float, default=10.0, help="events per second of the simulated home")
-    up.add_argument("--demo-entities", type=int, default=60)
+    up.add_argument("--demo-rate", type=_number(0.1, 100_000), default=10.0,
+                    help="events per second of the simulated home")
+    up.add_argument("--demo-entities", type=_number(1, 100_000, int), default=60)
     up.set_defaults(func=cmd_up)
 
     for name, text in (("ingestion", "websocket-ingestion: HA → outbox → enrichment (:8001)"),

@@ -383,6 +383,17 @@ class Settings:
     def data_dir(self) -> Path:
         return Path(self.DATA_DIR)
 
+    def local_url(self, port: int) -> str:
+        """This machine's URL of a port this process serves on BIND_HOST (loopback when it binds them all)."""
+        host = "127.0.0.1" if self.BIND_HOST in ("0.0.0.0", "::", "") else self.BIND_HOST
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    def serving_itself(self) -> Settings:
+        """``up``: admin-api watches the ingestion and enrichment this process serves, on its own ports,
+        whatever INGESTION_URL(S)/ENRICHMENT_URL(S) say (they name other processes)."""
+        return self.replace(INGESTION_URL=self.local_url(self.INGESTION_PORT), INGESTION_URLS=(),
+                            ENRICHMENT_URL=self.local_url(self.ENRICHMENT_PORT), ENRICHMENT_URLS=())
+
     def secrets(self) -> list[str]:
         """The secret values that are set: logs and API output must never contain them."""
         return [

@@ -270,7 +270,7 @@ async def run_all(settings: Settings, stop: asyncio.Event) -> None:
     (both stages count ``events_received``, for example).
     """
     ingestion_metrics, enrichment_metrics, admin_metrics = Registry(), Registry(), Registry()
-    peers = admin_api.Peers(settings)
+    peers = admin_api.Peers(settings.serving_itself())
     sampler = Sampler(peers)
     async with _enrichment_running(settings, enrichment_metrics) as enrichment, _sampling(sampler):
         hop = LocalHop(enrichment.pipeline, ingestion_metrics)
