@@ -5,7 +5,8 @@ FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY ha_ingestor ./ha_ingestor
-RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels .
+# With the 'nats' extra: the same image runs the fleet (HOP=nats, deploy/docker-compose.fleet.yml).
+RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels ".[nats]"
 
 FROM python:3.11-slim-bookworm
 RUN groupadd --system --gid 10001 ingestor \

@@ -12,6 +12,7 @@ import contextlib
 import gc
 import logging
 import math
+import os
 import re
 import secrets
 import signal
@@ -96,14 +97,29 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
+def _data_dir_usable(settings: Settings) -> None:
+    """DATA_DIR holds the outbox and the spool: one that cannot be made or written is a setting to fix."""
+    path = settings.data_dir
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise SettingsError("DATA_DIR", f"{str(path)!r} cannot be created or written: {exc.strerror or exc}") from None
+
+
 def cmd_service(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    if args.command != "admin":
+        _data_dir_usable(settings)
     runs = {"ingestion": wiring.run_ingestion, "enrichment": wiring.run_enrichment, "admin": wiring.run_admin}
     return _run(lambda stop: runs[args.command](settings, stop))
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    _data_dir_usable(settings)
     if not args.demo:
         return _run(lambda stop: wiring.run_all(settings, stop))
     port = args.demo_port or _free_port()

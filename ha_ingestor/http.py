@@ -28,6 +28,7 @@ from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from .errors import SettingsError
 from .schemas import ErrorBody
 
 # Ids of kept rows to replay (dead letters, refused events): SQLite row ids; 2**53 keeps them exact in every
@@ -263,11 +264,17 @@ async def serve_until(servers: list[Server], stop: asyncio.Event) -> None:
 
 
 def port_is_free(host: str, port: int) -> bool:
-    """True when nothing listens there (connections lingering in TIME_WAIT do not count, as for uvicorn)."""
-    with socket.socket() as sock:
+    """True when nothing listens there (connections lingering in TIME_WAIT do not count, as for uvicorn).
+    ``host`` may be an IPv4 or IPv6 address or a name; one that does not resolve raises SettingsError."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise SettingsError("BIND_HOST", f"{host!r} is not an address of this machine ({exc.strerror})") from None
+    with socket.socket(family, kind, proto) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((host, port))
+            sock.bind(address)
         except OSError:
             return False
     return True

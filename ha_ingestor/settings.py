@@ -9,6 +9,7 @@ and exit before anything starts.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
 import re
@@ -30,6 +31,37 @@ _COMPOSE_ONLY = re.compile(r"^(INFLUX_INIT_[A-Z_]+|[A-Z_]+_PUBLISH)$")
 _OWN_PREFIXES = ("INFLUXDB_", "OUTBOX_", "SPOOL_", "BACKFILL_", "HA_INGESTOR_", "NATS_", "HA_COMPAT_")
 # ... except the names the project's own tools read (the test harness, scripts/setup.sh), not settings.
 _TOOL_NAMES = frozenset({"HA_INGESTOR_SHARED", "HA_INGESTOR_VENV", "HA_INGESTOR_PYTHON"})
+# A name this close to a setting's is taken for a misspelling of it (HA_TOKN, INGESTION_PROT, HOP_TIMEOUTS).
+_TYPO_CUTOFF = 0.85
+
+
+def _typo(key: str, names: set[str]) -> str | None:
+    """Why ``key``, not a setting, is taken for a misspelt one; None when it is someone else's variable."""
+    if key in _TOOL_NAMES or key == "HA_INGESTOR_ENV_FILE" or key.startswith("INFLUX_"):
+        return None  # INFLUX_*: the influx CLI's own (INFLUX_TOKEN, INFLUX_ORG) and docker-compose's
+    close = difflib.get_close_matches(key, names, n=1, cutoff=_TYPO_CUTOFF)
+    if close:
+        return f"unknown setting (did you mean {close[0]}?)"
+    if key.startswith(_OWN_PREFIXES):
+        return "unknown setting (a typo?)"
+    return None
+
+
+def _url_secrets(value: str) -> list[str]:
+    """Credentials written into URLs (``http://user:password@host``, NATS's ``nats://token@host``)."""
+    found = []
+    for part in value.split(","):
+        parts = urlsplit(part.strip())
+        if "@" not in parts.netloc:
+            continue
+        if parts.password:
+            found.append(parts.password)
+        elif parts.username:
+            found.append(parts.username)  # a token alone
+    return found
+
+
+_URL_USERINFO = re.compile(r"(?<=://)[^/@,\s]+@")
 
 
 def _url(value: str) -> str:
@@ -63,6 +95,10 @@ def _nats_url(value: str) -> str:
         parts = urlsplit(part.strip())
         if parts.scheme not in ("nats", "tls") or not parts.hostname:
             raise ValueError(f"must be nats://host:port URLs, comma-separated (got {part!r})")
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a malformed port
+        except ValueError as exc:
+            raise ValueError(f"has a malformed port (got {part!r})") from exc
     return value
 
 
@@ -310,7 +346,8 @@ class Settings:
         """
         env = dict(os.environ if environ is None else environ)
         names = {field.name for field in dataclasses.fields(cls)}
-        file_path = env_file or env.pop("HA_INGESTOR_ENV_FILE", None)
+        named = env.pop("HA_INGESTOR_ENV_FILE", None)
+        file_path = env_file or named
         if file_path is None and Path(".env").is_file():
             file_path = ".env"
         values: dict[str, str] = {}
@@ -319,16 +356,16 @@ class Settings:
             if not path.is_file():
                 raise SettingsError("HA_INGESTOR_ENV_FILE", f"no such file: {path}")
             for key, value in dotenv_values(path).items():
-                if key not in names:
-                    if _COMPOSE_ONLY.match(key):
-                        continue  # docker-compose reads the same .env (.env.example): its own names are fine
-                    raise SettingsError(key, f"unknown setting in {path}")
-                values[key] = value or ""
+                if key in names:
+                    values[key] = value or ""
+                elif not _COMPOSE_ONLY.match(key) and (problem := _typo(key, names)):
+                    raise SettingsError(key, f"{problem} in {path}")
+                # else docker-compose's or the containers' own (TZ, COMPOSE_PROJECT_NAME): not ours to judge
         for key, value in env.items():
             if key in names:
                 values[key] = value
-            elif key.startswith(_OWN_PREFIXES) and key not in _TOOL_NAMES:
-                raise SettingsError(key, "unknown setting (a typo?)")
+            elif problem := _typo(key, names):
+                raise SettingsError(key, problem)
         return cls.from_values(values)
 
     @classmethod
@@ -395,12 +432,18 @@ class Settings:
                             ENRICHMENT_URL=self.local_url(self.ENRICHMENT_PORT), ENRICHMENT_URLS=())
 
     def secrets(self) -> list[str]:
-        """The secret values that are set: logs and API output must never contain them."""
-        return [
-            getattr(self, field.name)
-            for field in dataclasses.fields(self)
-            if field.metadata["secret"] and getattr(self, field.name)
-        ]
+        """The secret values that are set, and credentials written into URLs: logs and API output must
+        never contain them."""
+        found = []
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.metadata["secret"] and value:
+                found.append(value)
+            elif isinstance(value, str) and "://" in value:
+                found.extend(_url_secrets(value))
+            elif isinstance(value, tuple):
+                found.extend(secret for item in value if isinstance(item, str) for secret in _url_secrets(item))
+        return found
 
     def masked(self) -> dict[str, Any]:
         """Every setting with its effective value; secrets as '***' when set, '' when not."""
@@ -409,8 +452,10 @@ class Settings:
             value = getattr(self, field.name)
             if field.metadata["secret"]:
                 value = "***" if value else ""
+            elif isinstance(value, str):
+                value = _URL_USERINFO.sub("***@", value)  # credentials in a URL
             elif isinstance(value, tuple):
-                value = list(value)
+                value = [_URL_USERINFO.sub("***@", item) if isinstance(item, str) else item for item in value]
             out[field.name] = value
         return out
 

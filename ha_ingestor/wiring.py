@@ -198,7 +198,17 @@ async def _run_ingestion_until(ingestion: Ingestion, servers: list[Server], stop
         ingestion.outbox.close()
 
 
+def _require_nats() -> None:
+    """HOP=nats needs nats-py, the optional extra 'nats': say so in one line, not an import traceback."""
+    try:
+        import nats  # noqa: F401
+    except ImportError:
+        raise SettingsError("HOP", "nats needs the 'nats' extra: pip install 'ha-ingestor[nats]'") from None
+
+
 async def run_enrichment(settings: Settings, stop: asyncio.Event) -> None:
+    if settings.HOP == "nats":
+        _require_nats()
     metrics = Registry()
     async with _enrichment_running(settings, metrics) as enrichment:
         if settings.HOP != "nats":
@@ -229,6 +239,7 @@ def hop_from(settings: Settings, metrics: Registry) -> Hop:
     if settings.HOP == "nats":
         if not settings.HOME_ID:
             raise SettingsError("HOME_ID", "is required when HOP=nats: it names the home on the subject and tag")
+        _require_nats()
         from .hop.jetstream import JetStreamConfig
         from .hop.nats import NatsHop  # nats-py is the optional extra 'nats'
 

@@ -8,6 +8,7 @@ also checked by Debian's nats-server (2.9, which does not know sync_interval: th
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -79,3 +80,12 @@ def test_admin_api_watches_every_home_and_every_worker(fleet: dict[str, Any]) ->
     assert sorted(url.split("//")[1].split(":")[0] for url in settings.ingestion_urls) == homes
     assert sorted(url.split("//")[1].split(":")[0] for url in settings.enrichment_urls) == workers
     assert str(services["admin-api"]["ports"][0]).startswith("127.0.0.1:"), "published on loopback only"
+
+
+def test_the_image_the_fleet_builds_can_speak_nats() -> None:
+    # The fleet runs HOP=nats in the one image: without the 'nats' extra every service of it would stop at start.
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    wheel = next(line for line in dockerfile.splitlines() if "pip wheel" in line)
+    assert '".[nats]"' in wheel, wheel
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'^nats = \["nats-py', pyproject, re.M)

@@ -63,6 +63,18 @@ def test_a_bad_setting_is_one_line_naming_it(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines() == ["ha-ingestor: setting INFLUXDB_API: must be one of v1, v2 (got 'v3')"]
 
 
+def test_a_data_dir_or_bind_host_that_cannot_work_is_a_setting_error_not_a_traceback(tmp_path: Path) -> None:
+    a_file = tmp_path / "not-a-directory"
+    a_file.write_text("")
+    for env, expected in (({"DATA_DIR": str(a_file)}, "ha-ingestor: setting DATA_DIR: "),
+                          ({"DATA_DIR": str(tmp_path / "d"), "BIND_HOST": "no-such-host.invalid"},
+                           "ha-ingestor: setting BIND_HOST: 'no-such-host.invalid' is not an address")):
+        result = subprocess.run([sys.executable, "-m", "ha_ingestor", "enrichment"],
+                                env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert result.stderr.startswith(expected), result.stderr
+
+
 def test_a_typo_in_an_own_name_is_refused_but_the_tools_own_variables_are_not(tmp_path: Path) -> None:
     empty = tmp_path / "empty.env"  # not a ./.env a developer may have
     empty.write_text("")
@@ -72,6 +84,37 @@ def test_a_typo_in_an_own_name_is_refused_but_the_tools_own_variables_are_not(tm
     tools = {"HA_INGESTOR_SHARED": str(tmp_path), "HA_INGESTOR_VENV": str(tmp_path / "venv"),
              "HA_INGESTOR_PYTHON": "python3.11", "DATA_DIR": str(tmp_path)}
     assert Settings.load(tools, env_file=empty).DATA_DIR == str(tmp_path)
+
+
+def test_a_misspelt_setting_is_named_with_the_one_meant_and_others_variables_are_left_alone(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    for typo, meant in (("HA_TOKN", "HA_TOKEN"), ("INGESTION_PROT", "INGESTION_PORT"), ("HOP_TIMEOUTS", "HOP_TIMEOUT")):
+        with pytest.raises(SettingsError, match=f"{typo}: unknown setting \\(did you mean {meant}\\?\\)"):
+            Settings.load({typo: "1"}, env_file=empty)
+    # The influx CLI's variables, and what a compose .env holds for docker-compose or the containers.
+    assert Settings.load({"INFLUX_TOKEN": "t", "INFLUX_ORG": "o", "TZ": "UTC"}, env_file=empty).HA_TOKEN == ""
+    compose_env = tmp_path / "compose.env"
+    compose_env.write_text("TZ=Europe/Berlin\nCOMPOSE_PROJECT_NAME=ha\nHOME_ID=north\nOUTBOX_MAX_EVENTS=\n")
+    loaded = Settings.load({"HA_INGESTOR_ENV_FILE": str(compose_env)}, env_file=compose_env)
+    assert loaded.HOME_ID == "north" and loaded.OUTBOX_MAX_EVENTS == 2_000_000  # empty: the default
+    compose_env.write_text("HA_TOKN=x\n")
+    with pytest.raises(SettingsError, match="HA_TOKN: unknown setting \\(did you mean HA_TOKEN\\?\\) in"):
+        Settings.load({}, env_file=compose_env)
+    with pytest.raises(SettingsError, match="NATS_URL: has a malformed port"):
+        Settings.load({"NATS_URL": "nats://h:abc"}, env_file=empty)
+
+
+def test_credentials_written_into_urls_are_secrets(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    settings = Settings.load({"INFLUXDB_URL": "http://admin:s3cretPW@127.0.0.1:8086",
+                              "NATS_URL": "nats://natsTok123@127.0.0.1:4222,nats://natsTok123@127.0.0.2:4222",
+                              "INGESTION_URLS": "http://u:pw-in-list@127.0.0.1:8001"}, env_file=empty)
+    assert {"s3cretPW", "natsTok123", "pw-in-list"} <= set(settings.secrets())
+    shown = str(settings.masked())
+    assert "s3cretPW" not in shown and "natsTok123" not in shown and "pw-in-list" not in shown
+    assert settings.masked()["INFLUXDB_URL"] == "http://***@127.0.0.1:8086"
 
 
 async def test_a_dropped_connection_is_reconnected_and_nothing_is_lost(
