@@ -190,11 +190,16 @@ def cmd_health(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     settings = Settings.load(env_file=args.env_file)
     logs.setup("warning", "text", settings.secrets())
-    from .verify import Verifier, render_json
+    from .verify import Verifier, parse_since, render_json
 
+    try:
+        since_us = None if args.since is None else parse_since(args.since)
+    except ValueError as exc:
+        print(f"ha-ingestor verify: --since: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     verifier = Verifier(settings, window_s=settings.VERIFY_WINDOW_S if args.window is None else args.window,
                         baseline_per_min=settings.VERIFY_BASELINE_PER_MIN if args.baseline is None else args.baseline,
-                        tolerance=settings.VERIFY_RATE_TOLERANCE)
+                        tolerance=settings.VERIFY_RATE_TOLERANCE, since_us=since_us)
     progress = None if args.json else (lambda text: print(text, file=sys.stderr, flush=True))
     report = uvloop.run(verifier.run(progress))
     print(render_json(report) if args.json else report.table())
@@ -355,6 +360,10 @@ def parser() -> argparse.ArgumentParser:
                      help="seconds of traffic to judge (VERIFY_WINDOW_S)")
     ver.add_argument("--baseline", type=_number(0, 1e9), default=None,
                      help="expected events per minute (VERIFY_BASELINE_PER_MIN, default 17)")
+    ver.add_argument("--since", default=None, metavar="TIME",
+                     help="compare HA's recorder with the store from TIME on (ISO 8601, e.g. the moment before "
+                          "the old ingestor stopped: 2026-12-01T10:00:00Z; or Unix seconds; at most 7 days ago), "
+                          "not only over the window: a switch then lies inside what is checked")
     ver.add_argument("--json", action="store_true", help="print the report as JSON")
     ver.set_defaults(func=cmd_verify)
 

@@ -8,7 +8,9 @@ such as ``events[3].data.new_state.last_updated``.
 
 from __future__ import annotations
 
+import math
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -112,6 +114,25 @@ def us_from_timestamp(timestamp: float) -> int:
     instead and is 1 µs off for about one timestamp in eight.
     """
     return to_us(datetime.fromtimestamp(timestamp, UTC))
+
+
+def past_time_us(text: str, max_age_s: float, now: float | None = None) -> int:
+    """A moment a user names (ISO 8601, UTC when it gives no offset; or Unix seconds) → µs; ValueError
+    unless it lies in the past ``max_age_s`` seconds."""
+    now = time.time() if now is None else now
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"not a time: {text!r} (e.g. 2026-12-01T10:00:00Z, or Unix seconds)") from None
+        seconds = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    if not math.isfinite(seconds) or seconds > now:
+        raise ValueError(f"{text!r} is not in the past")
+    if seconds < now - max_age_s:
+        raise ValueError(f"{text!r} is more than {max_age_s / 86400:g} days ago")
+    return int(seconds * 1_000_000)
 
 
 def from_us(us: int) -> datetime:

@@ -8,8 +8,11 @@ Run against a live deployment (split or ``up``) with the same settings it runs w
 4. the event rate over the window is at least ``VERIFY_BASELINE_PER_MIN`` less ``VERIFY_RATE_TOLERANCE``;
 5. hop latency p95 < 100 ms (ingestion's ``hop_request_seconds``, over the window);
 6. error rate < 1 % (hop requests that failed; events refused or dead-lettered);
-7. zero loss: the state changes HA's recorder holds for the window, entity by entity, are all points in
-   the store.
+7. zero loss: the state changes HA's recorder holds for the window — or, with ``--since``, from that moment
+   on, so that a switch (the old ingestor stopped, the new one started) is inside what is compared — entity
+   by entity, are all points in the store;
+8. gaps backfilled: every interruption of the live stream ingestion recorded in that period was filled from
+   HA's recorder (none failed or still waiting).
 
 The test event is a ``state_changed`` of the made-up entity ``sensor.ha_ingestor_verify`` (state: the
 run's Unix time), so it is a real point in either schema; delete it if it bothers you.
@@ -35,7 +38,7 @@ from .errors import HomeAssistantError, StoreUnavailable
 from .ingestion.filter import entity_filter
 from .ingestion.ha_client import HaConnection, websocket_url
 from .metrics import Registry
-from .model import iso_from_us, us_from_timestamp
+from .model import iso_from_us, past_time_us, us_from_timestamp
 from .settings import Settings
 from .sinks.influx import InfluxStore
 from .wiring import filter_rules, store_from
@@ -214,10 +217,21 @@ async def recorded_state_times(settings: Settings, start_us: int, end_us: int) -
 # ---------------------------------------------------------------------------------------------- the run
 
 
+# The farthest back --since may reach: HA's recorder keeps 10 days by default; a week leaves margin.
+SINCE_MAX_S = 7 * 86400
+
+
+def parse_since(text: str) -> int:
+    """``--since``: an ISO 8601 time or Unix seconds in the past week → µs."""
+    return past_time_us(text, SINCE_MAX_S)
+
+
 class Verifier:
-    def __init__(self, settings: Settings, *, window_s: float, baseline_per_min: float, tolerance: float) -> None:
+    def __init__(self, settings: Settings, *, window_s: float, baseline_per_min: float, tolerance: float,
+                 since_us: int | None = None) -> None:
         self.settings = settings
         self.window_s = window_s
+        self.since_us = since_us
         self.baseline = baseline_per_min
         self.tolerance = tolerance
         self.urls = {"websocket-ingestion": settings.INGESTION_URL, "enrichment-pipeline": settings.ENRICHMENT_URL,
@@ -256,8 +270,10 @@ class Verifier:
             criteria.append(self.rate(before[0], after[0], before[1], after[1]))
             criteria.append(self.hop_latency(before[0], after[0]))
             criteria.append(self.error_rate(before[0], after[0], before[1], after[1]))
+            checked_from = start_us if self.since_us is None else min(self.since_us, start_us)
             say("comparing HA's recorder with the store …")
-            criteria.append(await self.zero_loss(start_us, end_us))
+            criteria.append(await self.zero_loss(checked_from, end_us))
+            criteria.append(await self.gaps_backfilled(checked_from, end_us))
         return Report(criteria, self.window_s, started)
 
     async def health(self) -> Criterion:
@@ -381,7 +397,8 @@ class Verifier:
                 break
             await asyncio.sleep(1.0)
         lost = sum(missing.values())
-        figure = (f"{total} state changes of {len(recorded)} entities in HA's recorder, "
+        since = "" if self.since_us is None else f" since {iso_from_us(start_us)}"
+        figure = (f"{total} state changes of {len(recorded)} entities in HA's recorder{since}, "
                   f"{total - lost} in the store, {lost} missing")
         if missing:
             worst = sorted(missing.items(), key=lambda kv: -kv[1])[:3]
@@ -389,6 +406,31 @@ class Verifier:
         return Criterion(name, total > 0 and not missing if self.baseline > 0 else not missing, figure,
                          {"recorded": total, "entities": len(recorded), "missing": lost,
                           "missing_by_entity": missing})
+
+
+    async def gaps_backfilled(self, start_us: int, end_us: int) -> Criterion:
+        """The interruptions ingestion recorded in [start, end]: each must be backfilled ('done')."""
+        name = "gaps backfilled"
+        status, body = await self._get("websocket-ingestion", "/gaps?limit=1000")
+        try:
+            gaps = orjson.loads(body)["gaps"] if status == 200 else None
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            gaps = None
+        if not isinstance(gaps, list):
+            return Criterion(name, False, f"ingestion's /gaps answered {status or 'nothing'}")
+        inside = [g for g in gaps if isinstance(g, dict) and (g.get("end_us") or end_us) >= start_us
+                  and int(g.get("start_us") or 0) <= end_us]
+        if not inside:
+            return Criterion(name, True, "no interruption of the live stream in the period", {"gaps": 0})
+        undone = [g for g in inside if g.get("status") != "done"]
+        states = sum(int(g.get("states_backfilled") or 0) for g in inside)
+        if undone:
+            worst = "; ".join(f"gap {g.get('id')} from {iso_from_us(int(g.get('start_us') or 0))}: {g.get('status')}"
+                              + (f" ({g.get('error')})" if g.get("error") else "") for g in undone[:3])
+            return Criterion(name, False, f"{len(undone)} of {len(inside)} interruptions not backfilled: {worst}",
+                             {"gaps": len(inside), "not_backfilled": len(undone)})
+        return Criterion(name, True, f"{len(inside)} interruption(s), all backfilled ({states} states recovered)",
+                         {"gaps": len(inside), "states_backfilled": states})
 
 
 def _unread(ingestion: dict[str, float], enrichment: dict[str, float]) -> str:

@@ -5,12 +5,19 @@ from __future__ import annotations
 import time
 
 from fastapi import FastAPI, Query
+from pydantic import BaseModel, Field
 from starlette.responses import PlainTextResponse, Response
 
 from .. import schemas
-from ..http import RowIds, json_response, make_app
+from ..http import RowIds, error, json_response, make_app
 from ..metrics import Registry
+from ..model import past_time_us
 from .service import Ingestion
+
+
+class GapRequest(BaseModel):
+    since: str = Field(max_length=64, description="from (ISO 8601, UTC unless it names an offset; or Unix seconds)")
+    until: str | None = Field(None, max_length=64, description="to; default now")
 
 
 def build(ingestion: Ingestion, metrics: Registry, *, service: str = "websocket-ingestion") -> FastAPI:
@@ -49,6 +56,24 @@ def build(ingestion: Ingestion, metrics: Registry, *, service: str = "websocket-
         Only states are recovered: other events (call_service, automation_triggered, custom) of a
         window are lost."""
         return json_response({"gaps": [g.as_dict() for g in await ingestion.outbox.gaps(None, limit)]})
+
+    @app.post("/gaps", status_code=202)
+    async def request_gap(body: GapRequest) -> Response:
+        """Fill a window from HA's recorder: its states are fetched and stored again (what is stored already
+        is only overwritten, points being idempotent). For states found missing — ``ha-ingestor verify
+        --since`` says which — e.g. after an ingestion started on an empty DATA_DIR, which knows of no gap."""
+        reach = ingestion.config.backfill_max_hours * 3600  # BACKFILL_MAX_HOURS: as far back as backfill goes
+        moments: dict[str, int] = {}
+        for name, text in (("since", body.since), ("until", body.until)):
+            try:
+                moments[name] = int(time.time() * 1_000_000) if text is None else past_time_us(text, reach)
+            except ValueError as exc:
+                return error(422, f"{name}: {exc}", field=name)
+        start_us, end_us = moments["since"], moments["until"]
+        if end_us <= start_us:
+            return error(422, "until: must be after since", field="until")
+        gap = await ingestion.request_backfill(start_us, end_us)
+        return json_response(gap.as_dict(), 202)
 
     @app.get("/rejected", responses={200: {"model": schemas.RefusedEvents}})
     async def rejected(limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> Response:

@@ -100,12 +100,17 @@ class Backfiller:
         self.wait_room = wait_room
         self.on_appended = on_appended or (lambda: None)
         self.running: Gap | None = None
+        self._one_at_a_time = asyncio.Lock()  # the connection's own backfill and one a user requested
         self._events = metrics.counter("events_backfilled", "state_changed events recovered from HA's recorder")
         self._gaps = metrics.counter("gaps_backfilled", "Gaps in the live stream that backfill filled")
 
     async def fill_pending(self, call: Call, entity_ids: Sequence[str]) -> None:
         """Fill every pending gap over this connection (``call`` sends a command), oldest first. One HA refuses
         stays pending for the next connection, up to MAX_ATTEMPTS times."""
+        async with self._one_at_a_time:
+            await self._fill_pending(call, entity_ids)
+
+    async def _fill_pending(self, call: Call, entity_ids: Sequence[str]) -> None:
         after = 0
         while gaps := await self.outbox.gaps("pending", 100, after_id=after):
             for gap in gaps:

@@ -395,6 +395,17 @@ class Outbox:
 
         return await self.db.run(_insert)
 
+    async def request_gap(self, start_us: int, end_us: int, reason: str) -> Gap:
+        """A gap a user asks to be backfilled (points found missing, say): pending from the start."""
+        def _insert() -> tuple[Any, ...]:
+            row: tuple[Any, ...] = self.db.conn.execute(
+                "INSERT INTO gaps (start_us, end_us, reason, status, created) VALUES (?, ?, ?, 'pending', ?) "
+                "RETURNING id, start_us, end_us, reason, status, states, filled_us, created, finished, error, "
+                "attempts", (start_us, end_us, reason, time.time())).fetchone()
+            return row
+
+        return Gap(*await self.db.run(lambda: transaction(self.db.conn, lambda conn: _insert())))
+
     async def close_open_gaps(self, end_us: int) -> None:
         """The live stream is back: every open gap ends now and awaits backfill."""
         await self.db.run(lambda: self.db.conn.execute(

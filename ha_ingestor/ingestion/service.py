@@ -33,12 +33,12 @@ import aiohttp
 from ..errors import AuthInvalid, CommandFailed, ConnectionLost, HopError
 from ..hop.base import Hop
 from ..metrics import Registry, watch_loop_lag
-from ..model import to_us
+from ..model import iso_from_us, to_us
 from .backfill import Backfiller
 from .filter import EventFilter, FilterRules
 from .forwarder import Forwarder
 from .ha_client import HaConnection, Incoming, websocket_url
-from .outbox import Outbox
+from .outbox import Gap, Outbox
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,7 @@ class Ingestion:
         self._outbox_room = asyncio.Event()
         self._outbox_room.set()
         self._registry_dirty = asyncio.Event()
+        self._backfill_requested = asyncio.Event()
         self._conn: HaConnection | None = None
         self._stopping = False
         self.outbox_problem = ""  # why the outbox cannot be written (disk full, I/O error), for /health
@@ -352,6 +353,7 @@ class Ingestion:
             tasks.create_task(self._outbox_guard(), name="outbox-guard")
             if self.config.backfill:
                 tasks.create_task(self._backfill(conn), name="backfill")
+            tasks.create_task(self._backfill_on_request(conn), name="backfill-requests")
 
     async def _subscribe(self, conn: HaConnection) -> None:
         types = list(self.config.event_types)
@@ -408,6 +410,21 @@ class Ingestion:
         # HA's recorder commits every few seconds (5 s by default): wait so the gap's end is in its database.
         await asyncio.sleep(self.config.backfill_delay)
         await self.backfiller.fill_pending(conn.call, sorted(self.entity_ids))
+
+    async def request_backfill(self, start_us: int, end_us: int) -> Gap:
+        """A window a user asks to be filled from HA's recorder (states found missing, an ingestion that
+        started on an empty DATA_DIR): recorded as a pending gap, filled now when connected, else at the next
+        connection. What is already stored is only written again (points are idempotent)."""
+        gap = await self.outbox.request_gap(start_us, end_us, "requested")
+        log.info("backfill requested", extra={"gap": gap.id, "from": iso_from_us(start_us), "to": iso_from_us(end_us)})
+        self._backfill_requested.set()
+        return gap
+
+    async def _backfill_on_request(self, conn: HaConnection) -> None:
+        while True:
+            await self._backfill_requested.wait()
+            self._backfill_requested.clear()
+            await self.backfiller.fill_pending(conn.call, sorted(self.entity_ids))
 
     # ------------------------------------------------------------------ registries
 

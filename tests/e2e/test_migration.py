@@ -24,7 +24,7 @@ import pytest
 
 from ha_ingestor.harness.audit import Audit, fired_keys, stored_keys
 from ha_ingestor.harness.influxd import Influxd
-from ha_ingestor.harness.procs import Stack, wait_for
+from ha_ingestor.harness.procs import Stack, http_get, http_post, wait_for
 from ha_ingestor.verify import VERIFY_ENTITY
 
 RATE = 20  # events/s: well above the plan's 17/min baseline, small enough to read back quickly
@@ -41,10 +41,11 @@ def stack(tmp_path: Path, influxd: Influxd, influx_db: str) -> Iterator[Stack]:
         stack.stop()
 
 
-def verify(stack: Stack) -> dict[str, Any]:
+def verify(stack: Stack, since: float | None = None) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HA_", "INFLUXDB_"))}
     env.update(stack.env())
-    done = subprocess.run([sys.executable, "-m", "ha_ingestor", "verify", "--window", WINDOW, "--json"],
+    args = ["verify", "--window", WINDOW, "--json", *(["--since", f"{since:.6f}"] if since is not None else [])]
+    done = subprocess.run([sys.executable, "-m", "ha_ingestor", *args],
                           env=env, capture_output=True, timeout=300, check=False)
     report: dict[str, Any] = json.loads(done.stdout)
     table = "\n".join(f"{c['result']:4}  {c['name']}: {c['figure']}" for c in report["criteria"])
@@ -58,9 +59,12 @@ def test_single_to_split_and_back_verified_and_lossless(stack: Stack, influxd: I
     stack.sim("/sim/resume")  # the home starts once the first ingestor listens: before that, nothing is ours
     stages = {"single process": verify(stack)}
 
+    switch = time.time()  # the moment before the old one stops: verify --since puts the switch in its check
     stack.services.pop("up").terminate()
     stack.start("enrichment", "ingestion", "admin")
-    stages["split"] = verify(stack)
+    stages["split"] = verify(stack, since=switch)
+    gaps = next(c for c in stages["split"]["criteria"] if c["name"] == "gaps backfilled")
+    assert gaps["gaps"] >= 1, gaps  # the switch itself: an interruption, backfilled
 
     for name in ("ingestion", "enrichment", "admin"):  # the plan's rollback
         stack.services.pop(name).terminate()
@@ -92,3 +96,35 @@ def test_single_to_split_and_back_verified_and_lossless(stack: Stack, influxd: I
     assert audit.fired > RATE * 3 * int(WINDOW)
     assert not audit.missing, sorted(audit.missing)[:5]
     assert audit.duplicates == 0
+
+
+def test_a_switch_onto_an_empty_data_dir_is_caught_by_verify_and_filled_on_request(
+        stack: Stack, influxd: Influxd, influx_db: str) -> None:
+    """The compose route done out of order: the new ingestion starts on an empty volume, so it knows nothing
+    of the old one and no gap is opened for the switch. verify --since must fail on what HA recorded
+    meanwhile, and POST :8001/gaps must recover it from HA's recorder."""
+    stack.start("simulator", "up")
+    stack.sim("/sim/resume")
+    wait_for(lambda: len(stored_keys(influxd, influx_db)) > RATE, 30, 0.2, "the single process storing")
+    switch = time.time()
+    stack.services.pop("up").terminate()
+    ingestion_dir = stack.data_dir / "ingestion"
+    ingestion_dir.rename(stack.data_dir / "ingestion-left-behind")  # the empty volume
+    time.sleep(4.0)  # HA's recorder keeps what no ingestor sees meanwhile
+    stack.start("enrichment", "ingestion", "admin")
+    report = verify(stack, since=switch)
+    criteria = {c["name"]: c for c in report["criteria"]}
+    zero_loss = next(c for name, c in criteria.items() if name.startswith("zero loss"))
+    assert not report["passed"] and zero_loss["result"] == "FAIL" and zero_loss["missing"] >= RATE * 2, zero_loss
+    assert criteria["gaps backfilled"]["gaps"] == 0  # it knows of no interruption: that is the trap
+
+    ingestion = stack.url("ingestion")
+    status, gap = http_post(ingestion + "/gaps", {"since": f"{switch - 5:.6f}"})
+    assert status == 202 and gap["status"] == "pending" and gap["reason"] == "requested", gap
+    wait_for(lambda: next(g for g in http_get(ingestion + "/gaps")[1]["gaps"] if g["id"] == gap["id"])["status"]
+             == "done", 60, 0.5, "the requested gap backfilled")
+    again = verify(stack, since=switch)
+    failed = [c for c in again["criteria"] if c["result"] != "PASS"]
+    assert not failed, failed
+    status, body = http_post(ingestion + "/gaps", {"since": "yesterday-ish"})
+    assert status == 422 and body["field"] == "since", body
