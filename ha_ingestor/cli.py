@@ -320,7 +320,7 @@ def parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("simulate", help="a simulated Home Assistant (WebSocket + REST)")
     sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=8123)
+    sim.add_argument("--port", type=_number(1, 65535, int), default=8123)
     sim.add_argument("--token", default="", help="admin access token clients must present")
     sim.add_argument("--user-token", default="", help="an additional non-admin token")
     sim.add_argument("--rate", type=float, default=10.0, help="events per second (0 = as fast as possible)")

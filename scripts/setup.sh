@@ -67,7 +67,13 @@ ensure_venv() {
   local stamp="$VENV/.installed-$(cat "$ROOT/pyproject.toml" | md5sum | cut -c1-12)-${extras:-base}"
   if [ ! -e "$stamp" ]; then
     note "pip install -e $spec"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$spec" 2>&1 | grep -v "^WARNING: Location" >&2 || true
+    # pip's own exit status decides: a failed install of the extras must not be stamped as done
+    local log rc=0
+    log=$(mktemp)
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$spec" >"$log" 2>&1 || rc=$?
+    grep -v "^WARNING: Location" "$log" >&2 || true
+    rm -f "$log"
+    [ "$rc" -eq 0 ] || { note "pip install -e $spec failed (exit $rc)"; return 1; }
     "$VENV/bin/python" -c 'import ha_ingestor' || { note "installing the project failed"; return 1; }
     rm -f "$VENV"/.installed-*
     touch "$stamp"
