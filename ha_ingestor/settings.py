@@ -301,6 +301,8 @@ class Settings:
         (), _component_config("sensor.*_temp"), doc="JSON: entity glob → override_measurement/ignore_attributes")
     # --- durability
     DATA_DIR: str = _setting("./data", doc="outbox, spool, dead letters, embedded store")
+    STORE_RETENTION_DAYS: float = _setting(
+        0.0, _float_range(0, 36500), doc="embedded store: drop points older than this, hourly; 0 = keep forever")
     OUTBOX_MAX_EVENTS: int = _setting(2_000_000, _int_range(1000, 10**9))
     OUTBOX_SYNC: str = _setting("normal", _choice("normal", "full"), doc="SQLite synchronous mode")
     SPOOL_MAX_BYTES: int = _setting(2 * 2**30, _int_range(2**20, 2**40))

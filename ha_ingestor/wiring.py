@@ -60,7 +60,7 @@ def store_from(settings: Settings, metrics: Registry) -> Store:
             batch_size=settings.INFLUXDB_BATCH_SIZE, gzip=_gzip(settings),
         ), metrics)
     return SqliteStore(settings.data_dir / "store.sqlite", metrics, synchronous=settings.OUTBOX_SYNC.upper(),
-                       checkpoint_interval=CHECKPOINT_INTERVAL_S)
+                       checkpoint_interval=CHECKPOINT_INTERVAL_S, retention_s=settings.STORE_RETENTION_DAYS * 86400)
 
 
 @dataclass

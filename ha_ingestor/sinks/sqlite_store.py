@@ -6,6 +6,8 @@ fields into the stored ones (new values win), exactly as InfluxDB does. Fields k
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import sqlite3
 import time
@@ -19,6 +21,8 @@ from ..errors import StoreUnavailable
 from ..metrics import Registry
 from ..sqlite import SqliteWorker, transaction
 from .point import Point, Rejected
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS points (
@@ -37,6 +41,15 @@ ON CONFLICT (measurement, series, time_ns) DO UPDATE SET fields = json_patch(fie
 """
 
 
+# Old points go a chunk per transaction, so a prune never holds up the writer for long.
+PRUNE_CHUNK = 10_000
+PRUNE_INTERVAL_S = 3600.0
+_PRUNE = """
+DELETE FROM points WHERE (measurement, series, time_ns) IN (
+    SELECT measurement, series, time_ns FROM points WHERE time_ns < ? ORDER BY time_ns LIMIT ?)
+"""
+
+
 def _clean_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if k and not (type(v) is float and not math.isfinite(v))}
 
@@ -47,16 +60,21 @@ class SqliteStore:
     name = "sqlite"
 
     def __init__(self, path: Path, metrics: Registry | None = None, *, synchronous: str = "NORMAL",
-                 checkpoint_interval: float | None = None) -> None:
+                 checkpoint_interval: float | None = None, retention_s: float = 0.0) -> None:
         """``synchronous`` and ``checkpoint_interval`` as the outbox's: a point is on the disk no later than
-        the outbox's delete of its event (FULL: at its commit), or a power cut could lose both copies."""
+        the outbox's delete of its event (FULL: at its commit), or a power cut could lose both copies.
+        ``retention_s`` > 0: points older than that are dropped at start and every hour."""
         self.path = path
         self._synchronous = synchronous
         self._checkpoint_interval = checkpoint_interval
+        self.retention_s = retention_s
+        self._pruner: asyncio.Task[None] | None = None
         self._db: SqliteWorker | None = None
         metrics = metrics or Registry()
         self._latency = metrics.histogram("store_write_seconds", "Time of one write request to the store")
         self._requests = metrics.counter("store_write_requests", "Write requests sent to the store")
+        self._pruned = metrics.counter("store_pruned_points", "Points the embedded store dropped as older than "
+                                       "STORE_RETENTION_DAYS")
 
     def describe(self) -> Mapping[str, Any]:
         return {"kind": "sqlite", "path": str(self.path)}
@@ -73,8 +91,14 @@ class SqliteStore:
 
     async def start(self) -> None:
         _ = self.db
+        if self.retention_s > 0 and self._pruner is None:
+            self._pruner = asyncio.create_task(self._prune_hourly(), name="store-prune")
 
     async def close(self) -> None:
+        if self._pruner is not None:
+            self._pruner.cancel()
+            await asyncio.gather(self._pruner, return_exceptions=True)
+            self._pruner = None
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -115,6 +139,28 @@ class SqliteStore:
             await self.db.run(_probe)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"embedded store {self.path} is not writable: {exc}") from None
+
+    async def prune(self, now: float | None = None) -> int:
+        """Drop the points older than the retention (by their own time), a chunk per transaction; how many."""
+        cutoff_ns = int(((time.time() if now is None else now) - self.retention_s) * 1e9)
+        dropped = 0
+        while True:
+            chunk = await self.db.run(lambda: transaction(
+                self.db.conn, lambda conn: conn.execute(_PRUNE, (cutoff_ns, PRUNE_CHUNK)).rowcount))
+            dropped += chunk
+            self._pruned.inc(chunk)
+            if chunk < PRUNE_CHUNK:
+                return dropped
+
+    async def _prune_hourly(self) -> None:
+        while True:
+            try:
+                if dropped := await self.prune():
+                    log.info("embedded store: dropped points past STORE_RETENTION_DAYS",
+                             extra={"points": dropped, "days": self.retention_s / 86400})
+            except (sqlite3.Error, StoreUnavailable) as exc:  # a full disk, say: the next hour tries again
+                log.warning("embedded store: cannot drop old points", extra={"error": str(exc)})
+            await asyncio.sleep(PRUNE_INTERVAL_S)
 
     async def recent(self, limit: int) -> list[dict[str, Any]]:
         def _read() -> list[tuple[str, str, int, str]]:
